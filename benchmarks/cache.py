@@ -1,0 +1,89 @@
+"""Score artifacts: computed once per content key, shared by every job that needs them.
+
+An artifact is a set of named numpy arrays plus JSON metadata in one `.npz` file.
+Writers take a file lock, so that two jobs needing the same artifact compute it
+once; files appear by atomic rename, so that a reader never sees half a file,
+even when a writer is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+Arrays = dict[str, np.ndarray]
+META_KEY = "__meta__"
+
+
+def content_key(material: Mapping[str, Any]) -> str:
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class ScoreCache:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory).expanduser()
+
+    def path(self, kind: str, material: Mapping[str, Any]) -> Path:
+        return self.directory / "scores" / f"{kind}-{content_key(material)}.npz"
+
+    def load_or_compute(
+        self,
+        kind: str,
+        material: Mapping[str, Any],
+        compute: Callable[[], tuple[Arrays, dict[str, Any]]],
+        sufficient: Callable[[dict[str, Any]], bool] = lambda meta: True,
+    ) -> tuple[Arrays, dict[str, Any]]:
+        """The artifact for `material`, computing it (under a lock) if absent or insufficient.
+
+        `sufficient(meta)` lets a caller accept a stored artifact that holds more than it
+        needs (e.g. a proxy training recorded further than the epoch asked for).
+        """
+        path = self.path(kind, material)
+        found = read_artifact(path)
+        if found is not None and sufficient(found[1]):
+            return found
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            found = read_artifact(path)
+            if found is not None and sufficient(found[1]):
+                return found
+            arrays, meta = compute()
+            meta = {**meta, "kind": kind, "material": dict(material)}
+            write_artifact(path, arrays, meta)
+        return arrays, meta
+
+
+def read_artifact(path: Path) -> tuple[Arrays, dict[str, Any]] | None:
+    """The stored arrays and metadata, or None when absent or unreadable (then recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if k != META_KEY}
+            meta = json.loads(str(f[META_KEY]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return arrays, meta
+
+
+def write_artifact(path: Path, arrays: Arrays, meta: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays, **{META_KEY: np.array(json.dumps(meta, default=str))})
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

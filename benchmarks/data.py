@@ -1,0 +1,750 @@
+"""Data sets as whole uint8 tensors in memory, from files in the layouts users already have.
+
+Every benchmark data set fits in memory as uint8, so training needs no DataLoader and
+augmentation runs batched on the device. Decoding is the slow part (60,000 JPEGs take
+about 10 s), so file-based loaders cache their decoded tensors, keyed by the source
+files' paths, sizes and mtimes: a changed file is decoded again, an unchanged one never.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import numbers
+import os
+import pickle
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+from PIL import Image
+
+from benchmarks.cache import content_key
+from benchmarks.errors import ConfigError, DataError
+from benchmarks.registry import Registry
+
+DEFAULT_ROOT = "~/.cache/prunebench/data"
+DEFAULT_CACHE = "~/.cache/prunebench"
+CACHE_FORMAT = 1
+HOW_TO_GET = (
+    "get them with data.download=true (torchvision download, needs internet), or point "
+    "data.root or the environment variable PRUNEBENCH_DATA at a folder that holds them"
+)
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+IDX_IMAGES, IDX_LABELS = 2051, 2049
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+GRAY_MODES = frozenset({"1", "L", "LA"})
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A data set's images and labels; its invariants are checked on construction."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    fingerprint: str
+
+    def __post_init__(self) -> None:
+        for split, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("test", self.test_x, self.test_y),
+        ):
+            if x.dtype != torch.uint8 or x.dim() != 4 or x.device.type != "cpu":
+                raise DataError(f"{self.name}: {split} images are not uint8 [N, C, H, W] on CPU")
+            if not x.is_contiguous():
+                raise DataError(f"{self.name}: {split} images are not contiguous")
+            if y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
+                raise DataError(
+                    f"{self.name}: {x.shape[0]} {split} images but labels of shape "
+                    f"{tuple(y.shape)} and dtype {y.dtype}"
+                )
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+                raise DataError(
+                    f"{self.name}: {split} labels span {int(y.min())}..{int(y.max())}, "
+                    f"outside the {len(self.classes)} classes"
+                )
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DataError(
+                f"{self.name}: train images are {tuple(self.train_x.shape[1:])} but test images "
+                f"are {tuple(self.test_x.shape[1:])}"
+            )
+        if not len(self.mean) == len(self.std) == self.in_channels:
+            raise DataError(f"{self.name}: mean/std do not have one value per channel")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a loader finds its files and keeps its cache, resolved from the data config."""
+
+    name: str
+    root: Path
+    cache_dir: Path
+    download: bool
+    path: Path | None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Source:
+        root = _absolute(cfg.get("root") or os.environ.get("PRUNEBENCH_DATA") or DEFAULT_ROOT)
+        cache = cfg.get("cache_dir") or os.environ.get("PRUNEBENCH_CACHE") or DEFAULT_CACHE
+        path = cfg.get("path")
+        return cls(
+            name=str(cfg.get("label") or cfg.get("name")),
+            root=root,
+            cache_dir=_absolute(cache),
+            download=bool(cfg.get("download", False)),
+            path=None if path is None else root / Path(str(path)).expanduser(),
+        )
+
+
+Loader = Callable[[Source], DataSet]
+DATASETS: Registry[Loader] = Registry("data set")
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+def load_dataset(cfg: Mapping[str, Any]) -> DataSet:
+    """The data set `cfg` names, subsampled as asked, named by its `label` when one is set."""
+    name = cfg.get("name")
+    if not name:
+        raise ConfigError(f"data.name is not set; available: {', '.join(dataset_names())}")
+    loader = DATASETS.get(str(name))
+    source = Source.from_config(cfg)
+    full = loader(source)
+    seed = int(cfg.get("subset_seed") or 0)
+    train = _subset(full.train_y, cfg.get("max_train"), "max_train", seed, source.name)
+    test = _subset(full.test_y, cfg.get("max_test"), "max_test", seed, source.name)
+    if train is None and test is None:
+        return replace(full, name=source.name)
+    tx, ty = (
+        (full.train_x, full.train_y)
+        if train is None
+        else (full.train_x[train], full.train_y[train])
+    )
+    vx, vy = (full.test_x, full.test_y) if test is None else (full.test_x[test], full.test_y[test])
+    return replace(
+        full,
+        name=source.name,
+        train_x=tx,
+        train_y=ty,
+        test_x=vx,
+        test_y=vy,
+        fingerprint=fingerprint(tx, ty, vx, vy),
+    )
+
+
+def stratified_split(
+    labels: torch.Tensor, size: int | float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rest, part) sorted indices; `part` keeps each class's share of the labels.
+
+    Per-class counts use largest-remainder rounding (ties to the lower class), so the
+    part has exactly the size asked; which examples of a class go to it is seeded.
+    """
+    labels = labels.reshape(-1).cpu()
+    n = labels.numel()
+    k = _part_size(size, n)
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    quota = _largest_remainder(counts, k)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    grouped = perm[torch.sort(inverse[perm], stable=True).indices]
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n) - starts.repeat_interleave(counts)
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[grouped[rank < quota.repeat_interleave(counts)]] = True
+    return torch.nonzero(~chosen).flatten(), torch.nonzero(chosen).flatten()
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """sha256 over the tensors' bytes in order: equal content gives equal fingerprints."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.contiguous().numpy())
+    return digest.hexdigest()
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of x/255, exact, from value counts (no float copy of x)."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        counts = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+        mean = float((counts * values).sum() / counts.sum())
+        var = float((counts * (values - mean) ** 2).sum() / counts.sum())
+        means.append(mean)
+        stds.append(var**0.5)
+    return tuple(means), tuple(stds)
+
+
+def _absolute(path: object) -> Path:
+    return Path(str(path)).expanduser().absolute()
+
+
+def _subset(
+    labels: torch.Tensor, limit: object, key: str, seed: int, name: str
+) -> torch.Tensor | None:
+    """Indices of a stratified subsample of `limit` examples, or None to keep them all."""
+    if limit is None:
+        return None
+    n = labels.numel()
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 1 <= limit <= n:
+        raise ConfigError(
+            f"data.{key}={limit!r} must be null or an integer in [1, {n}] "
+            f"({name} has {n} examples there)"
+        )
+    return None if limit == n else stratified_split(labels, int(limit), seed)[1]
+
+
+def _part_size(size: object, n: int) -> int:
+    allowed = f"use an integer in [1, {n - 1}] or a fraction in (0, 1) of the {n} examples"
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        k = int(size)
+    elif isinstance(size, numbers.Real) and not isinstance(size, bool) and 0 < size < 1:
+        k = round(float(size) * n)
+    else:
+        raise ConfigError(f"split size {size!r} is out of range: {allowed}")
+    if not 1 <= k <= n - 1:
+        raise ConfigError(f"split size {size!r} gives {k} examples: {allowed}")
+    return k
+
+
+def _largest_remainder(counts: torch.Tensor, k: int) -> torch.Tensor:
+    """Integer per-class quotas summing to k, proportional to counts (exact integer arithmetic)."""
+    n = int(counts.sum())
+    exact = counts * k
+    quota = exact // n
+    order = torch.sort(exact - quota * n, descending=True, stable=True).indices
+    quota[order[: k - int(quota.sum())]] += 1
+    return quota
+
+
+def _assemble(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    classes: Sequence[str],
+) -> DataSet:
+    """A DataSet from decoded arrays, with the full training set's statistics and fingerprint."""
+    tx, ty, vx, vy = (
+        torch.from_numpy(np.require(a, dtype=dt, requirements=["C", "W"]))
+        for a, dt in zip((*train, *test), (np.uint8, np.int64) * 2, strict=True)
+    )
+    mean, std = channel_stats(tx)
+    return DataSet(name, tx, ty, vx, vy, tuple(classes), mean, std, fingerprint(tx, ty, vx, vy))
+
+
+# --- cache ---------------------------------------------------------------------------------
+
+
+def _cached(
+    loader: str, files: Sequence[Path], source: Source, decode: Callable[[], DataSet]
+) -> DataSet:
+    """The decoded data set from the cache, decoding (once, under a lock) when absent or stale."""
+    material = {
+        "loader": loader,
+        "format": CACHE_FORMAT,
+        "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+    }
+    path = source.cache_dir / "data" / f"{loader}-{content_key(material)}.pt"
+    found = _read_cache(path, loader)
+    if found is not None:
+        return found
+    with _cache_lock(path):
+        found = _read_cache(path, loader)
+        if found is None:
+            found = decode()
+            _write_cache(path, found)
+    return found
+
+
+def _read_cache(path: Path, loader: str) -> DataSet | None:
+    """The cached data set, or None when absent or unreadable in any way (then rebuilt)."""
+    try:
+        blob = torch.load(path, weights_only=True)
+        if blob["format"] != CACHE_FORMAT:
+            return None
+        return DataSet(
+            name=loader,
+            train_x=blob["train_x"],
+            train_y=blob["train_y"],
+            test_x=blob["test_x"],
+            test_y=blob["test_y"],
+            classes=tuple(str(c) for c in blob["classes"]),
+            mean=tuple(float(m) for m in blob["mean"]),
+            std=tuple(float(s) for s in blob["std"]),
+            fingerprint=str(blob["fingerprint"]),
+        )
+    except Exception:
+        return None
+
+
+@contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{path}.lock")
+        lock.acquire()
+    except OSError as err:
+        raise DataError(f"cannot use the data cache {path.parent} ({err}); {_CACHE_HINT}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+_CACHE_HINT = "point data.cache_dir or PRUNEBENCH_CACHE at a writable folder"
+
+
+def _write_cache(path: Path, ds: DataSet) -> None:
+    """Write atomically: a reader (or a killed writer) never leaves half a cache file."""
+    blob = {
+        "format": CACHE_FORMAT,
+        "train_x": ds.train_x,
+        "train_y": ds.train_y,
+        "test_x": ds.test_x,
+        "test_y": ds.test_y,
+        "classes": list(ds.classes),
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        "fingerprint": ds.fingerprint,
+    }
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise DataError(f"cannot write the data cache {path} ({err}); {_CACHE_HINT}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+# --- locating and downloading files ------------------------------------------------------
+
+
+def _locate(
+    source: Source,
+    layouts: Sequence[Sequence[Path]],
+    fetch: Callable[[], object],
+    alternatives: str = "",
+) -> list[Path]:
+    """The files of the first complete layout, downloading with torchvision when asked."""
+    found = _first_complete(layouts)
+    if found is None and source.download:
+        try:
+            fetch()
+        except (OSError, RuntimeError, ValueError) as err:
+            raise DataError(
+                f"{source.name}: torchvision could not download the data ({err}); it needs "
+                "internet, or point data.root or PRUNEBENCH_DATA at a folder with the files"
+            ) from None
+        found = _first_complete(layouts)
+    if found is None:
+        expected = ", ".join(str(p) for p in layouts[0])
+        raise DataError(
+            f"{source.name}: data files not found; expected {expected}{alternatives}; {HOW_TO_GET}"
+        )
+    return found
+
+
+def _first_complete(layouts: Sequence[Sequence[Path]]) -> list[Path] | None:
+    return next((list(files) for files in layouts if all(f.is_file() for f in files)), None)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when its name ends in .gz."""
+    try:
+        if path.suffix != ".gz":
+            return path.read_bytes()
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as err:
+        what = "not a valid gzip file" if path.suffix == ".gz" else "unreadable"
+        raise DataError(f"{path}: {what} ({err})") from None
+
+
+# --- digits --------------------------------------------------------------------------------
+
+
+@DATASETS.register("digits")
+def _digits(source: Source) -> DataSet:
+    """sklearn's 8x8 digits: shipped inside sklearn, so always there, even offline."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.round(bunch.images * 255 / 16).astype(np.uint8)[:, None]
+    y = bunch.target.astype(np.int64)
+    train, test = stratified_split(torch.from_numpy(y), 360, seed=0)
+    return _assemble("digits", (x[train], y[train]), (x[test], y[test]), DIGIT_CLASSES)
+
+
+# --- MNIST and Fashion-MNIST (IDX files) ---------------------------------------------------
+
+
+def _register_idx(name: str, folder: str, torchvision_name: str, classes: tuple[str, ...]) -> None:
+    """An MNIST-format data set, found in the Debian, torchvision or flat layout under root."""
+
+    def load(source: Source) -> DataSet:
+        dirs = (source.root / folder, source.root / torchvision_name / "raw", source.root)
+        preferred = (".gz", ""), ("", ".gz"), ("", ".gz")
+        layouts = [
+            [d / (base + ext) for base in MNIST_FILES]
+            for d, exts in zip(dirs, preferred, strict=True)
+            for ext in exts
+        ]
+
+        def fetch() -> object:
+            import torchvision.datasets
+
+            return getattr(torchvision.datasets, torchvision_name)(
+                str(source.root), train=True, download=True
+            )
+
+        hint = f" (or the same files, plain or gzip, in {dirs[1]} or {dirs[2]})"
+        files = _locate(source, layouts, fetch, hint)
+        return _cached(name, files, source, lambda: _decode_idx(name, files, classes))
+
+    DATASETS.register(name)(load)
+
+
+def _decode_idx(name: str, files: Sequence[Path], classes: tuple[str, ...]) -> DataSet:
+    train_x, train_y, test_x, test_y = (
+        _read_idx(f, magic) for f, magic in zip(files, (IDX_IMAGES, IDX_LABELS) * 2, strict=True)
+    )
+    return _assemble(name, (train_x[:, None], train_y), (test_x[:, None], test_y), classes)
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """An IDX array of unsigned bytes, checked against its header (magic, dims, length)."""
+    raw = _read_bytes(path)
+    kind = "images" if magic == IDX_IMAGES else "labels"
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, shorter than its header)")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        raise DataError(f"{path}: not an IDX {kind} file (magic number {found}, expected {magic})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DataError(
+            f"{path}: IDX header says {kind} of shape {dims} ({expected} bytes) but the file "
+            f"holds {len(raw)} bytes; it is truncated or corrupt"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+_register_idx("mnist", "mnist", "MNIST", DIGIT_CLASSES)
+_register_idx("fashion_mnist", "fashion-mnist", "FashionMNIST", FASHION_CLASSES)
+
+
+# --- CIFAR-10 and CIFAR-100 (torchvision's pickles) ----------------------------------------
+
+
+@DATASETS.register("cifar10")
+def _cifar10(source: Source) -> DataSet:
+    folder = source.root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    files = _locate(source, [[folder / n for n in names]], lambda: _torchvision("CIFAR10", source))
+    return _cached(
+        "cifar10",
+        files,
+        source,
+        lambda: _decode_cifar("cifar10", files[:5], files[5], files[6], "labels", "label_names"),
+    )
+
+
+@DATASETS.register("cifar100")
+def _cifar100(source: Source) -> DataSet:
+    folder = source.root / "cifar-100-python"
+    files = _locate(
+        source,
+        [[folder / n for n in ("train", "test", "meta")]],
+        lambda: _torchvision("CIFAR100", source),
+    )
+    return _cached(
+        "cifar100",
+        files,
+        source,
+        lambda: _decode_cifar(
+            "cifar100", files[:1], files[1], files[2], "fine_labels", "fine_label_names"
+        ),
+    )
+
+
+def _torchvision(dataset: str, source: Source) -> object:
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, dataset)(str(source.root), download=True)
+
+
+def _decode_cifar(
+    name: str, train: Sequence[Path], test: Path, meta: Path, label_key: str, names_key: str
+) -> DataSet:
+    parts = [_cifar_batch(f, label_key) for f in train]
+    train_x = np.concatenate([x for x, _ in parts])
+    train_y = np.concatenate([y for _, y in parts])
+    classes = _unpickle(meta, names_key)[names_key]
+    return _assemble(name, (train_x, train_y), _cifar_batch(test, label_key), classes)
+
+
+def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    blob = _unpickle(path, "data", label_key)
+    data = np.asarray(blob["data"])
+    labels = np.asarray(blob[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 [N, 3072]")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _unpickle(path: Path, *keys: str) -> dict[str, Any]:
+    """A CIFAR pickle; any failure to unpickle (many exception types) is one DataError."""
+    try:
+        with path.open("rb") as f:
+            blob = pickle.load(f, encoding="latin1")
+    except Exception as err:
+        raise DataError(
+            f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err})"
+        ) from None
+    missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise DataError(f"{path}: CIFAR pickle without {', '.join(missing)}")
+    return blob
+
+
+# --- SVHN (torchvision's .mat files) -------------------------------------------------------
+
+
+@DATASETS.register("svhn")
+def _svhn(source: Source) -> DataSet:
+    files = [source.root / "train_32x32.mat", source.root / "test_32x32.mat"]
+
+    def fetch() -> object:
+        import torchvision.datasets
+
+        return [torchvision.datasets.SVHN(str(source.root), split=s, download=True) for s in SPLITS]
+
+    files = _locate(source, [files], fetch)
+    return _cached(
+        "svhn", files, source, lambda: _assemble("svhn", *map(_read_svhn, files), DIGIT_CLASSES)
+    )
+
+
+def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images as [N, C, H, W] and labels with digit 0 as 0 (the file stores it as 10)."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        mat = loadmat(path)
+        x, y = mat["X"], mat["y"]
+    except (OSError, ValueError, EOFError, KeyError, MatReadError) as err:
+        raise DataError(f"{path}: not a readable SVHN .mat file ({err})") from None
+    if x.ndim != 4 or x.shape[3] != y.size:
+        raise DataError(f"{path}: X of shape {x.shape} does not match {y.size} labels")
+    labels = y.reshape(-1).astype(np.int64)
+    labels[labels == 10] = 0
+    return x.transpose(3, 2, 0, 1), labels
+
+
+# --- ImageFolder trees, as folders or tar archives -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Image:
+    split: str
+    label: str
+    file: str
+    where: str
+    pixels: np.ndarray
+
+
+@DATASETS.register("imagefolder")
+def _imagefolder(source: Source) -> DataSet:
+    path = source.path
+    if path is None:
+        raise ConfigError(
+            f"{source.name}: data.path is not set; set it to a folder with train/<class>/ and "
+            "test/<class>/ images, or to a .tar/.tar.gz of one"
+        )
+    if path.is_dir():
+        files = _folder_images(path, source.name)
+        return _cached(
+            "imagefolder",
+            files,
+            source,
+            lambda: _decode_tree(source.name, _read_folder(path, files)),
+        )
+    if path.is_file():
+        return _cached(
+            "imagefolder", [path], source, lambda: _decode_tree(source.name, _read_tar(path))
+        )
+    raise DataError(
+        f"{source.name}: {path} not found (data.path, relative to data.root {source.root}); it "
+        "should be a folder with train/<class>/ and test/<class>/ images or a .tar/.tar.gz of "
+        "one; point data.root or the environment variable PRUNEBENCH_DATA at the folder that "
+        "holds it"
+    )
+
+
+def _tree_key(parts: Sequence[str]) -> tuple[str, str, str, str] | None:
+    """(top folder, split, class, file) for an image at [top/]split/class/file, else None."""
+    if len(parts) not in (3, 4) or parts[-3] not in SPLITS:
+        return None
+    file = parts[-1]
+    if file.startswith(".") or PurePosixPath(file).suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    return (parts[0] if len(parts) == 4 else "", parts[-3], parts[-2], file)
+
+
+def _folder_images(path: Path, name: str) -> list[Path]:
+    missing = [str(path / s) for s in SPLITS if not (path / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"{name}: {', '.join(missing)} not found; an image folder needs "
+            f"{path}/train/<class>/<image> and {path}/test/<class>/<image>"
+        )
+    files = (f for f in path.glob("*/*/*") if f.is_file())
+    return sorted(f for f in files if _tree_key(f.relative_to(path).parts) is not None)
+
+
+def _read_folder(root: Path, files: Sequence[Path]) -> list[_Image]:
+    images = []
+    for f in files:
+        _, split, label, file = _tree_key(f.relative_to(root).parts)
+        try:
+            data = f.read_bytes()
+        except OSError as err:
+            raise DataError(f"{f}: unreadable ({err})") from None
+        images.append(_Image(split, label, file, str(f), _decode_image(data, str(f))))
+    return images
+
+
+def _read_tar(archive: Path) -> list[_Image]:
+    """Decode the images of a tar archive while streaming it: nothing is extracted to disk."""
+    images, tops = [], set()
+    try:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                key = _tree_key(PurePosixPath(member.name).parts) if member.isfile() else None
+                if key is None:
+                    continue
+                top, split, label, file = key
+                tops.add(top)
+                where = f"{archive}:{member.name}"
+                data = tar.extractfile(member).read()
+                images.append(_Image(split, label, file, where, _decode_image(data, where)))
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise DataError(f"{archive}: not a readable tar archive ({err})") from None
+    if len(tops) > 1:
+        raise DataError(
+            f"{archive}: holds several image trees ({', '.join(sorted(t + '/' for t in tops))}); "
+            "expected one [top/]train/<class>/ and [top/]test/<class>/"
+        )
+    return images
+
+
+def _decode_image(data: bytes, where: str) -> np.ndarray:
+    """Pixels as [H, W] for grayscale images, [H, W, 3] for any other."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image.convert("L" if image.mode in GRAY_MODES else "RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{where}: cannot decode image ({err})") from None
+
+
+def _decode_tree(name: str, images: list[_Image]) -> DataSet:
+    """Examples sorted by (class, file name), so that their order never depends on the source."""
+    images.sort(key=lambda im: (im.label, im.file))
+    by_split = {s: [im for im in images if im.split == s] for s in SPLITS}
+    classes = sorted({im.label for im in by_split["train"]})
+    test_classes = sorted({im.label for im in by_split["test"]})
+    if not classes or classes != test_classes:
+        raise DataError(
+            f"{name}: train and test must have the same non-empty class folders; train has "
+            f"{classes}, test has {test_classes}"
+        )
+    reference = images[0]
+    for im in images:
+        if im.pixels.shape[:2] != reference.pixels.shape[:2]:
+            raise DataError(
+                f"{name}: {im.where} is {_size(im)} but {reference.where} is {_size(reference)}; "
+                "all images must have one size"
+            )
+    gray = all(im.pixels.ndim == 2 for im in images)
+    index = {label: i for i, label in enumerate(classes)}
+    arrays = [_stack(by_split[s], gray, index) for s in SPLITS]
+    return _assemble(name, arrays[0], arrays[1], classes)
+
+
+def _size(image: _Image) -> str:
+    return f"{image.pixels.shape[1]}x{image.pixels.shape[0]}"
+
+
+def _stack(
+    images: Sequence[_Image], gray: bool, index: Mapping[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    if gray:
+        x = np.stack([im.pixels for im in images])[:, None]
+    else:
+        rgb = [
+            im.pixels if im.pixels.ndim == 3 else np.repeat(im.pixels[..., None], 3, 2)
+            for im in images
+        ]
+        x = np.stack(rgb).transpose(0, 3, 1, 2)
+    return x, np.array([index[im.label] for im in images], dtype=np.int64)

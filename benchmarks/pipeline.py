@@ -1,0 +1,324 @@
+"""One run, start to end: load -> score -> select -> train -> evaluate -> record.
+
+Data flows one way: the method never trains the final model and the trainer never
+knows which method chose its subset.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.augment import Augment
+from benchmarks.cache import ScoreCache
+from benchmarks.data import DataSet, load_dataset, stratified_split
+from benchmarks.errors import ConfigError, RunDiverged
+from benchmarks.models import MODELS
+from benchmarks.noise import flip_labels
+from benchmarks.results import (
+    RECORD_SCHEMA,
+    environment,
+    find_records,
+    indices_hash,
+    run_key,
+    save_record,
+    utc_now,
+)
+from benchmarks.seeding import derive_seed
+from benchmarks.train import (
+    Checkpointing,
+    TrainSettings,
+    budget_steps,
+    evaluate_split,
+    prepare_model,
+    train,
+)
+from methods import get_method
+from methods.base import PruningMethod, ScoreContext
+from methods.select import PruneSpec, kept_count, select
+
+
+class Timer:
+    """Wall seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class Prepared:
+    """The data of one run on its device, and the context methods score it in."""
+
+    ds: DataSet
+    train_index: np.ndarray  # positions of the training examples in the data set's order
+    val_index: np.ndarray
+    flipped: np.ndarray  # positions (in train_index) whose label was flipped
+    ctx: ScoreContext
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def data_summary(self) -> dict[str, Any]:
+        ds = self.ds
+        return {
+            "name": ds.name,
+            "fingerprint": ds.fingerprint,
+            "n_train": int(self.train_index.size),
+            "n_val": int(self.val_index.size),
+            "n_test": int(self.test_y.shape[0]),
+            "classes": list(ds.classes),
+            "mean": list(ds.mean),
+            "std": list(ds.std),
+            "val_indices_sha256": indices_hash(self.val_index),
+            "label_noise": {
+                "flipped": self.flipped.tolist(),
+                "true_labels": ds.train_y[
+                    torch.from_numpy(self.train_index[self.flipped])
+                ].tolist(),
+            },
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a torch device (auto, cpu, cuda, cuda:N)"
+        ) from None
+
+
+def prune_spec(cfg: Mapping[str, Any]) -> PruneSpec:
+    ccs = cfg.get("ccs") or {}
+    return PruneSpec(
+        fraction=float(cfg["fraction"]),
+        keep=str(cfg.get("keep", "hard")),
+        balance=bool(cfg.get("balance", False)),
+        offset=int(cfg.get("offset", 0)),
+        strategy=str(cfg.get("strategy", "topk")),
+        ccs_beta=float(ccs.get("beta", 0.0)),
+        ccs_bins=int(ccs.get("bins", 50)),
+    )
+
+
+def method_from_config(cfg: DictConfig) -> tuple[PruningMethod, str]:
+    """The configured method and its leaderboard label (its name unless `label` is set)."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    name = str(options.pop("name"))
+    label = options.pop("label", None) or name
+    return get_method(name, options), str(label)
+
+
+def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
+    """Load the data set, carve validation, inject label noise, and move it to the device."""
+    ds = load_dataset(cfg.data)
+    n = int(ds.train_y.shape[0])
+    val_size = cfg.data.get("val_size") or 0
+    if val_size:
+        rest, val = stratified_split(ds.train_y, val_size, int(cfg.data.get("val_seed", 0)))
+        train_index, val_index = rest.numpy(), val.numpy()
+    else:
+        train_index, val_index = np.arange(n), np.empty(0, dtype=np.int64)
+    y = ds.train_y[torch.from_numpy(train_index)]
+    noise = float(cfg.data.get("label_noise") or 0.0)
+    y, flipped = flip_labels(y, noise, ds.num_classes, int(cfg.data.get("label_noise_seed", 0)))
+    ctx = ScoreContext(
+        train_x=ds.train_x[torch.from_numpy(train_index)].to(device),
+        train_y=y.to(device),
+        num_classes=ds.num_classes,
+        mean=ds.mean,
+        std=ds.std,
+        device=device,
+        seed=int(cfg.seed),
+        data_fingerprint=ds.fingerprint,
+        augment=Augment(**dict(cfg.data.get("augment") or {})),
+        model_name=str(cfg.model.name),
+        train_cfg=OmegaConf.to_container(cfg.train, resolve=True),
+        cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
+    )
+    val_t = torch.from_numpy(val_index)
+    return Prepared(
+        ds=ds,
+        train_index=train_index,
+        val_index=val_index,
+        flipped=flipped.numpy(),
+        ctx=ctx,
+        val_x=ds.train_x[val_t].to(device),
+        val_y=ds.train_y[val_t].to(device),
+        test_x=ds.test_x.to(device),
+        test_y=ds.test_y.to(device),
+    )
+
+
+def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
+    """Execute one cell and write its record; return the record."""
+    started_at = utc_now()
+    timer = Timer()
+    spec = prune_spec(cfg.prune)
+    settings = TrainSettings.from_config(cfg.train)
+    method, method_label = method_from_config(cfg.method)
+    MODELS.get(str(cfg.model.name))
+    device = resolve_device(str(cfg.get("device", "auto")))
+    key = run_key(OmegaConf.to_container(cfg, resolve=True), prunes=method.prunes)
+    results_dir = Path(str(cfg.results.dir)).expanduser()
+    done = _completed(results_dir, key, cfg.run)
+    if done is not None:
+        return {**done, "skipped": True}
+    checkpointing = None
+    if int(cfg.run.checkpoint_steps) > 0:
+        checkpointing = Checkpointing(
+            results_dir / ".checkpoints" / f"{key}.pt", int(cfg.run.checkpoint_steps)
+        )
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA,
+        "run_key": key,
+        "status": "running",
+        "cell": {
+            "data": str(cfg.data.get("label") or cfg.data.name),
+            "model": str(cfg.model.name),
+            "method": method_label,
+            "method_name": method.name,
+            "fraction": spec.fraction if method.prunes else 0.0,
+            "seed": int(cfg.seed),
+            "keep": spec.keep,
+            "balance": spec.balance,
+            "strategy": spec.strategy,
+            "offset": spec.offset,
+            "budget": settings.budget,
+            "epochs": settings.epochs,
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "started_at": started_at,
+        "env": environment(device),
+    }
+    try:
+        _execute(cfg, record, timer, spec, settings, method, device, progress, checkpointing)
+        record["status"] = "finished"
+    except RunDiverged as err:
+        record["status"] = "diverged"
+        record["error"] = str(err)
+        raise
+    except Exception as err:
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record["timings"] = {**timer.seconds, "total": sum(timer.seconds.values())}
+        record["finished_at"] = utc_now()
+        if "data" in record:
+            save_record(results_dir, record)
+            if checkpointing is not None and record["status"] != "failed":
+                checkpointing.path.unlink(missing_ok=True)
+    return record
+
+
+def _completed(results_dir: Path, key: str, run_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The newest record that makes this cell done: finished, or failed unless reruns are asked."""
+    if not run_cfg.get("skip_completed", True):
+        return None
+    records = find_records(results_dir, key)
+    if not run_cfg.get("rerun_failed", False):
+        return records[-1] if records else None
+    finished = [r for r in records if r["status"] == "finished"]
+    return finished[-1] if finished else None
+
+
+def _execute(
+    cfg: DictConfig,
+    record: dict[str, Any],
+    timer: Timer,
+    spec: PruneSpec,
+    settings: TrainSettings,
+    method: PruningMethod,
+    device: torch.device,
+    progress: bool,
+    checkpointing: Checkpointing | None,
+) -> None:
+    seed = int(cfg.seed)
+    with timer.stage("load"):
+        prep = prepare(cfg, device)
+    ctx = prep.ctx
+    record["data"] = prep.data_summary()
+    with timer.stage("score"):
+        scores = method.score(ctx) if method.prunes else None
+    with timer.stage("select"):
+        if scores is None:
+            kept = np.arange(ctx.n)
+        else:
+            kept = select(scores, ctx.labels, spec, derive_seed(seed, "select"))
+    record["selection"] = {
+        "total": ctx.n,
+        "kept": int(kept.size),
+        "expected_kept": kept_count(ctx.n, spec.fraction) if method.prunes else ctx.n,
+        "fraction_removed": 1.0 - kept.size / ctx.n,
+        "kept_indices_sha256": indices_hash(prep.train_index[kept]),
+        "kept_per_class": np.bincount(ctx.labels[kept], minlength=ctx.num_classes).tolist(),
+        "kept_flipped": int(np.isin(prep.flipped, kept).sum()),
+        "score_cost": vars(ctx.cost),
+        "method_options": method.options(),
+    }
+    model = prepare_model(ctx.build_model(None, derive_seed(seed, "init")), device, settings)
+    keep_t = torch.from_numpy(kept).to(device)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        with timer.stage("eval"):
+            acc, loss = evaluate_split(
+                m, prep.test_x, prep.test_y, settings.eval_batch_size, settings.amp
+            )
+            out = {"test_acc": acc, "test_loss": loss}
+            if prep.val_y.numel():
+                acc, loss = evaluate_split(
+                    m, prep.val_x, prep.val_y, settings.eval_batch_size, settings.amp
+                )
+                out.update(val_acc=acc, val_loss=loss)
+        return out
+
+    total_steps = budget_steps(kept.size, ctx.n, settings)
+    train_start = dict(timer.seconds)
+    with timer.stage("train"):
+        logs = train(
+            model,
+            ctx.train_x[keep_t],
+            ctx.train_y[keep_t],
+            settings,
+            total_steps,
+            ctx.augment,
+            order_seed=derive_seed(seed, "order"),
+            evaluate=evaluate,
+            progress=progress,
+            desc=f"{method.name} f={spec.fraction:g}",
+            checkpointing=checkpointing,
+        )
+    timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)
+    record["metrics"] = {
+        **logs[-1].eval,
+        "train_loss": logs[-1].train_loss,
+        "train_acc": logs[-1].train_acc,
+    }
+    record["curve"] = [log.as_dict() for log in logs]
+    record["train"] = {
+        "steps": total_steps,
+        "passes_over_kept": total_steps / -(-kept.size // settings.batch_size),
+        "augment": ctx.augment.describe(),
+    }

@@ -1,0 +1,156 @@
+"""The result record: one JSON file per run, written atomically, found by run key.
+
+A record is the unit every later step reads (leaderboards, plots, resumption), so
+it carries everything needed to trust and reproduce its number: the resolved
+config, the cell's key, the data fingerprint, the kept indices' hash, timings
+and the software/hardware it ran on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RECORD_SCHEMA = 1
+CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
+DATA_LOCATION_KEYS = ("root", "cache_dir", "download")
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def run_key(cfg: Mapping[str, Any], prunes: bool = True) -> str:
+    """Hash of the config that defines a cell: what is trained on what, how, with which seed.
+
+    Where the data lives, logging and output paths do not change the result and are
+    left out; so is the prune section of a method that removes nothing.
+    """
+    cell = {name: cfg[name] for name in CELL_SECTIONS}
+    cell["data"] = {k: v for k, v in cell["data"].items() if k not in DATA_LOCATION_KEYS}
+    if not prunes:
+        cell["prune"] = None
+    return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
+
+
+def indices_hash(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so that a reader sees either nothing or the whole file, even after kill -9."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record_path(results_dir: Path, record: Mapping[str, Any]) -> Path:
+    cell = record["cell"]
+    stamp = re.sub(r"[^0-9T]", "", record["started_at"])[:18]
+    name = f"{cell['data']}_{cell['model']}_{cell['method']}_f{cell['fraction']:g}_s{cell['seed']}"
+    name = re.sub(r"[^A-Za-z0-9_.=-]", "-", name)
+    return results_dir / f"{name}_{record['run_key']}_{stamp}.json"
+
+
+def save_record(results_dir: Path, record: dict[str, Any]) -> Path:
+    path = record_path(results_dir, record)
+    record["record_path"] = str(path)
+    write_json_atomic(path, record)
+    return path
+
+
+def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every complete record below `results_dir` (temp files of writes in flight are skipped)."""
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        if path.name.startswith("."):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if isinstance(record, dict) and record.get("schema") == RECORD_SCHEMA:
+            yield record
+
+
+def find_records(results_dir: Path, key: str, status: str | None = None) -> list[dict[str, Any]]:
+    """Records of one cell, oldest first, optionally only those with `status`."""
+    found = []
+    for path in sorted(Path(results_dir).rglob(f"*_{key}_*.json")):
+        if path.name.startswith("."):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if status is None or record.get("status") == status:
+            found.append(record)
+    return found
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Software and hardware a run used."""
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "device": str(device),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "slurm_node": os.environ.get("SLURMD_NODENAME"),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    else:
+        env["cpu_threads"] = torch.get_num_threads()
+    return env
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_DIR), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()

@@ -1,0 +1,132 @@
+"""The interface every pruning method implements, and what a method may use.
+
+A method holds only the idea of the method: it turns the training set (and,
+through `ScoreContext`, proxy models and trainings) into one importance score
+per training example. Selection rules (top-k, balance, offset, CCS) live in
+`methods.select` and apply to any score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from benchmarks.augment import Augment
+from benchmarks.errors import ConfigError
+from benchmarks.models import Classifier, build_model
+from benchmarks.train import TrainSettings
+
+if TYPE_CHECKING:
+    from benchmarks.cache import ScoreCache
+
+
+@dataclass
+class ScoreCost:
+    """What the scores cost to compute, so that pruning can be judged net of its cost.
+
+    `proxy_epochs`, `proxy_trainings` and `seconds` are what the artifacts behind the
+    scores cost when they were computed, whether now or by an earlier job;
+    `trainings_run` counts the proxy trainings this job ran itself (0 when cached).
+    """
+
+    proxy_epochs: float = 0.0
+    proxy_trainings: int = 0
+    seconds: float = 0.0
+    trainings_run: int = 0
+
+    def add_artifact(self, meta: dict[str, Any]) -> None:
+        self.proxy_epochs += float(meta.get("proxy_epochs", 0.0))
+        self.proxy_trainings += int(meta.get("proxy_trainings", 0))
+        self.seconds += float(meta.get("seconds", 0.0))
+
+
+@dataclass
+class ScoreContext:
+    """Everything a method may need to score the training set."""
+
+    train_x: torch.Tensor  # uint8 [N, C, H, W] on `device`
+    train_y: torch.Tensor  # int64 [N] on `device` (noisy labels where label noise is on)
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+    seed: int
+    data_fingerprint: str
+    augment: Augment
+    model_name: str
+    train_cfg: dict[str, Any]
+    cache: ScoreCache | None = None
+    cost: ScoreCost = field(default_factory=ScoreCost)
+
+    @property
+    def n(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.train_y.cpu().numpy()
+
+    @property
+    def labels_hash(self) -> str:
+        """Scores depend on the labels, which label noise changes without changing the data."""
+        return hashlib.sha256(self.labels.astype(np.int64).tobytes()).hexdigest()
+
+    def build_model(self, name: str | None, seed: int) -> Classifier:
+        """A fresh model (the run's architecture unless `name` is given) seeded by `seed`."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(
+                name or self.model_name,
+                in_channels=int(self.train_x.shape[1]),
+                num_classes=self.num_classes,
+                image_size=(int(self.train_x.shape[2]), int(self.train_x.shape[3])),
+                mean=self.mean,
+                std=self.std,
+            )
+        return model.to(self.device)
+
+    def proxy_settings(self, epochs: int | None) -> TrainSettings:
+        """The run's training settings on all data, with the proxy's schedule length."""
+        values = {**self.train_cfg, "budget": "iterations"}
+        if epochs is not None:
+            values["epochs"] = int(epochs)
+        return TrainSettings.from_config(values)
+
+
+class PruningMethod(ABC):
+    """Scores training examples: higher score = kept first under `prune.keep=hard`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    direction: ClassVar[str]
+    prunes: ClassVar[bool] = True
+
+    @abstractmethod
+    def score_runs(self, ctx: ScoreContext) -> np.ndarray:
+        """Scores of each independent run, shape [runs, ctx.n]."""
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        """The method's score, shape [ctx.n]: the mean over its independent runs."""
+        return self.score_runs(ctx).mean(axis=0)
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+
+def make_method(cls: type[PruningMethod], options: dict[str, Any]) -> PruningMethod:
+    """Instantiate a method from config, naming any option it does not take."""
+    allowed = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"method '{cls.name}' has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(sorted(allowed)) or '(none)'}"
+        )
+    return cls(**options)

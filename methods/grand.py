@@ -1,0 +1,74 @@
+"""GraNd (Paul et al., NeurIPS 2021): the per-example gradient norm early in training."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks.errors import ConfigError
+from methods.base import ScoreContext
+from methods.dynamics import proxy_material, train_proxy
+from methods.grad_norms import per_example_grad_norms
+from methods.proxy_method import ProxyMethod
+from methods.registry import register
+
+PARAMS = ("all", "last_layer")
+
+
+@register
+@dataclass
+class GraNd(ProxyMethod):
+    """E_w ||grad_w CE(f_w(x), y)||_2 over all parameters, eval-mode BatchNorm, at epoch `epoch`.
+
+    `params=last_layer` is the closed form over the last linear layer only (DeepCore's
+    variant); `epoch=0` is GraNd at initialisation, which later work found to track
+    the input norm rather than example difficulty.
+    """
+
+    name = "grand"
+    summary = (
+        "mean over proxy runs of the per-example loss-gradient norm over all parameters at epoch t"
+    )
+    paper = "Paul, Ganguli, Dziugaite. Deep Learning on a Data Diet. NeurIPS 2021"
+    direction = "high = hard = kept first"
+
+    epoch: int = 20
+    params: str = "all"
+    chunk_size: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.params not in PARAMS:
+            raise ConfigError(f"method.params={self.params!r} is not one of {', '.join(PARAMS)}")
+
+    def score_runs(self, ctx: ScoreContext) -> np.ndarray:
+        return np.stack([self._run(ctx, k) for k in range(self.runs)])
+
+    def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        proxy = self.proxy_spec
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            start = time.perf_counter()
+            model = train_proxy(ctx, proxy, run, self.epoch)
+            norms = per_example_grad_norms(
+                model, ctx.train_x, ctx.train_y, params=self.params, chunk_size=self.chunk_size
+            )
+            if self.epoch > 0:
+                ctx.cost.trainings_run += 1
+            meta = {
+                "proxy_epochs": float(self.epoch),
+                "proxy_trainings": int(self.epoch > 0),
+                "seconds": time.perf_counter() - start,
+            }
+            return {"grand": norms.double().cpu().numpy()}, meta
+
+        material = {**proxy_material(ctx, proxy, run), "epoch": self.epoch, "params": self.params}
+        if ctx.cache is None:
+            arrays, meta = compute()
+        else:
+            arrays, meta = ctx.cache.load_or_compute("grand", material, compute)
+        ctx.cost.add_artifact(meta)
+        return arrays["grand"]

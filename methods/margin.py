@@ -1,0 +1,28 @@
+"""Top-2 margin of the proxy's softmax (uncertainty sampling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from methods.registry import register
+from methods.uncertainty import PAPER, Uncertainty
+
+
+@register
+@dataclass
+class Margin(Uncertainty):
+    name = "margin"
+    summary = (
+        "1 - (p_top1 - p_top2) of the proxy's softmax at epoch t (default: end of proxy training)"
+    )
+    paper = PAPER
+    direction = (
+        "small margin = uncertain = kept first (DeepCore keeps the largest margins: wrong way)"
+    )
+    summary_name = "margin"
+
+    @staticmethod
+    def orient(values: np.ndarray) -> np.ndarray:
+        return 1.0 - values

@@ -1,0 +1,36 @@
+"""Uncertainty of a proxy model's softmax (Coleman et al., ICLR 2020, "Selection via Proxy")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from methods.base import ScoreContext
+from methods.dynamics import at_epoch, dynamics
+from methods.proxy_method import ProxyMethod
+
+PAPER = "Coleman et al. Selection via Proxy: Efficient Data Selection for Deep Learning. ICLR 2020"
+
+
+@dataclass
+class Uncertainty(ProxyMethod):
+    """Most uncertain kept first: every score here is oriented so that high = uncertain."""
+
+    summary_name: ClassVar[str]
+    runs: int = 1
+    epoch: int | None = None
+
+    def score_runs(self, ctx: ScoreContext) -> np.ndarray:
+        proxy = self.proxy_spec
+        epoch = ctx.proxy_settings(proxy.epochs).epochs if self.epoch is None else self.epoch
+        rows = [
+            self.orient(at_epoch(dynamics(ctx, proxy, k, epoch), self.summary_name, epoch))
+            for k in range(self.runs)
+        ]
+        return np.stack(rows)
+
+    @staticmethod
+    def orient(values: np.ndarray) -> np.ndarray:
+        return values
