@@ -39,6 +39,7 @@ HOW_TO_GET = (
     "get them with data.download=true (torchvision download, needs internet), or point "
     "data.root or the environment variable PRUNEBENCH_DATA at a folder that holds them"
 )
+CACHE_HINT = "point data.cache_dir or PRUNEBENCH_CACHE at a writable folder"
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -66,9 +67,12 @@ GRAY_MODES = frozenset({"1", "L", "LA"})
 SPLITS = ("train", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DataSet:
-    """A data set's images and labels; its invariants are checked on construction."""
+    """A data set's images and labels; its invariants are checked on construction.
+
+    Equality is identity: comparing whole tensors field by field is never what a caller wants.
+    """
 
     name: str
     train_x: torch.Tensor
@@ -159,27 +163,11 @@ def load_dataset(cfg: Mapping[str, Any]) -> DataSet:
         raise ConfigError(f"data.name is not set; available: {', '.join(dataset_names())}")
     loader = DATASETS.get(str(name))
     source = Source.from_config(cfg)
-    full = loader(source)
+    full = replace(loader(source), name=source.name)
     seed = int(cfg.get("subset_seed") or 0)
     train = _subset(full.train_y, cfg.get("max_train"), "max_train", seed, source.name)
     test = _subset(full.test_y, cfg.get("max_test"), "max_test", seed, source.name)
-    if train is None and test is None:
-        return replace(full, name=source.name)
-    tx, ty = (
-        (full.train_x, full.train_y)
-        if train is None
-        else (full.train_x[train], full.train_y[train])
-    )
-    vx, vy = (full.test_x, full.test_y) if test is None else (full.test_x[test], full.test_y[test])
-    return replace(
-        full,
-        name=source.name,
-        train_x=tx,
-        train_y=ty,
-        test_x=vx,
-        test_y=vy,
-        fingerprint=fingerprint(tx, ty, vx, vy),
-    )
+    return full if train is None and test is None else _take(full, train, test)
 
 
 def stratified_split(
@@ -239,9 +227,18 @@ def _subset(
     if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 1 <= limit <= n:
         raise ConfigError(
             f"data.{key}={limit!r} must be null or an integer in [1, {n}] "
-            f"({name} has {n} examples there)"
+            f"({name} has {n} {key.removeprefix('max_')} examples)"
         )
     return None if limit == n else stratified_split(labels, int(limit), seed)[1]
+
+
+def _take(ds: DataSet, train: torch.Tensor | None, test: torch.Tensor | None) -> DataSet:
+    """The examples at `train`/`test` (None: all of that split), fingerprinted anew."""
+    tx, ty = (ds.train_x, ds.train_y) if train is None else (ds.train_x[train], ds.train_y[train])
+    vx, vy = (ds.test_x, ds.test_y) if test is None else (ds.test_x[test], ds.test_y[test])
+    return replace(
+        ds, train_x=tx, train_y=ty, test_x=vx, test_y=vy, fingerprint=fingerprint(tx, ty, vx, vy)
+    )
 
 
 def _part_size(size: object, n: int) -> int:
@@ -292,7 +289,7 @@ def _cached(
     material = {
         "loader": loader,
         "format": CACHE_FORMAT,
-        "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+        "files": [[str(f.resolve()), *_size_and_mtime(f)] for f in files],
     }
     path = source.cache_dir / "data" / f"{loader}-{content_key(material)}.pt"
     found = _read_cache(path, loader)
@@ -304,6 +301,11 @@ def _cached(
             found = decode()
             _write_cache(path, found)
     return found
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _read_cache(path: Path, loader: str) -> DataSet | None:
@@ -334,18 +336,18 @@ def _cache_lock(path: Path) -> Iterator[None]:
         lock = FileLock(f"{path}.lock")
         lock.acquire()
     except OSError as err:
-        raise DataError(f"cannot use the data cache {path.parent} ({err}); {_CACHE_HINT}") from None
+        raise DataError(f"cannot use the data cache {path.parent} ({err}); {CACHE_HINT}") from None
     try:
         yield
     finally:
         lock.release()
 
 
-_CACHE_HINT = "point data.cache_dir or PRUNEBENCH_CACHE at a writable folder"
-
-
 def _write_cache(path: Path, ds: DataSet) -> None:
-    """Write atomically: a reader (or a killed writer) never leaves half a cache file."""
+    """Write atomically: a reader (or a killed writer) never leaves half a cache file.
+
+    After a successful os.replace the temp file is gone; the final unlink cleans up failures.
+    """
     blob = {
         "format": CACHE_FORMAT,
         "train_x": ds.train_x,
@@ -366,7 +368,7 @@ def _write_cache(path: Path, ds: DataSet) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        raise DataError(f"cannot write the data cache {path} ({err}); {_CACHE_HINT}") from None
+        raise DataError(f"cannot write the data cache {path} ({err}); {CACHE_HINT}") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -634,7 +636,7 @@ def _imagefolder(source: Source) -> DataSet:
             "imagefolder", [path], source, lambda: _decode_tree(source.name, _read_tar(path))
         )
     raise DataError(
-        f"{source.name}: {path} not found (data.path, relative to data.root {source.root}); it "
+        f"{source.name}: {path} not found (data.path, resolved against data.root); it "
         "should be a folder with train/<class>/ and test/<class>/ images or a .tar/.tar.gz of "
         "one; point data.root or the environment variable PRUNEBENCH_DATA at the folder that "
         "holds it"

@@ -4,7 +4,8 @@ A proxy run trains the proxy model on the whole training set with the run's
 trainer and records, per example:
 - after every epoch (and at initialisation, epoch 0), eval-mode summaries of the
   softmax on un-augmented images: EL2N, true-class probability, entropy, top-2
-  margin, least confidence, correctness;
+  margin, least confidence, correctness, and how far the softmax moved since the
+  previous epoch (`prob_shift`, TDDS's per-epoch contribution);
 - at every mini-batch presentation (train mode, augmented, before the update):
   forgetting events (correct -> incorrect), whether it was ever classified
   correctly, and the sum of logit margins (AUM).
@@ -30,6 +31,8 @@ from benchmarks.train import BatchHook, EpochHook, budget_steps, predict_logits,
 from methods.base import ScoreContext
 
 EVAL_SUMMARIES = ("el2n", "p_true", "entropy", "margin", "least_confidence", "correct")
+SHIFT_SUMMARIES = ("prob_shift",)
+RECORDED_SUMMARIES = EVAL_SUMMARIES + SHIFT_SUMMARIES
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,18 @@ def eval_summaries(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Ten
     }
 
 
+def prob_shift(previous: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """sum_k p_t,k |log p_t,k - log p_t-1,k| between two epochs' logits [N, K].
+
+    TDDS's per-epoch contribution as its official code computes it: the terms of
+    KL(p_t || p_t-1) taken in absolute value, so it is >= that KL and 0 only when
+    the softmax did not move.
+    """
+    log_now = logits.double().log_softmax(dim=1)
+    log_before = previous.double().log_softmax(dim=1)
+    return (log_now.exp() * (log_now - log_before).abs()).sum(dim=1)
+
+
 def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y - max_{j != y} z_j: the margin AUM averages (Pleiss et al. 2020)."""
     true = logits.gather(1, y[:, None])[:, 0]
@@ -96,6 +111,7 @@ class DynamicsRecorder:
         self.last_correct = torch.zeros(n, dtype=torch.bool, device=device)
         self.margin_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.epochs: dict[int, dict[str, torch.Tensor]] = {}
+        self.previous_logits: torch.Tensor | None = None
 
     def on_batch(self, step: int, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         correct = logits.argmax(dim=1) == y
@@ -107,12 +123,16 @@ class DynamicsRecorder:
 
     def on_epoch(self, epoch: int, model: torch.nn.Module) -> None:
         logits = predict_logits(model, self.x, self.eval_batch_size, self.amp)
-        self.epochs[epoch] = eval_summaries(logits, self.y)
+        summaries = eval_summaries(logits, self.y)
+        before = logits if self.previous_logits is None else self.previous_logits
+        summaries["prob_shift"] = prob_shift(before, logits)
+        self.epochs[epoch] = summaries
+        self.previous_logits = logits
 
     def arrays(self) -> dict[str, np.ndarray]:
         epochs = sorted(self.epochs)
         out = {"epochs": np.array(epochs)}
-        for name in EVAL_SUMMARIES:
+        for name in RECORDED_SUMMARIES:
             out[name] = torch.stack([self.epochs[e][name] for e in epochs]).float().cpu().numpy()
         out["forgetting"] = self.forgetting.cpu().numpy()
         out["presentations"] = self.presentations.cpu().numpy()
@@ -188,16 +208,20 @@ def dynamics(ctx: ScoreContext, proxy: Proxy, run: int, stop_epoch: int) -> dict
             "proxy_epochs": float(stop_epoch),
             "proxy_trainings": 1,
             "seconds": time.perf_counter() - start,
+            "summaries": list(RECORDED_SUMMARIES),
         }
         return recorder.arrays(), meta
+
+    def sufficient(meta: dict[str, Any]) -> bool:
+        """Recorded far enough, and by a recorder that kept every summary asked of it now."""
+        recorded = set(meta.get("summaries", EVAL_SUMMARIES))
+        return meta["stop_epoch"] >= stop_epoch and recorded >= set(RECORDED_SUMMARIES)
 
     material = proxy_material(ctx, proxy, run)
     if ctx.cache is None:
         arrays, meta = compute()
     else:
-        arrays, meta = ctx.cache.load_or_compute(
-            "dynamics", material, compute, sufficient=lambda m: m["stop_epoch"] >= stop_epoch
-        )
+        arrays, meta = ctx.cache.load_or_compute("dynamics", material, compute, sufficient)
     ctx.cost.add_artifact(meta)
     return arrays
 

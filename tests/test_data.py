@@ -31,9 +31,9 @@ MNIST_FILES = (
 
 def preset(name: str, **overrides: object) -> dict:
     """A data config as Hydra composes it: the shared defaults, then the group file."""
-    base = OmegaConf.load(CONF / "config.yaml").data
-    merged = OmegaConf.merge(base, OmegaConf.load(CONF / "data" / f"{name}.yaml"), overrides)
-    return OmegaConf.to_container(merged, resolve=True)
+    cfg = OmegaConf.load(CONF / "config.yaml")
+    cfg.data = OmegaConf.merge(cfg.data, OmegaConf.load(CONF / "data" / f"{name}.yaml"), overrides)
+    return OmegaConf.to_container(cfg.data, resolve=True)
 
 
 def sha256(*tensors: torch.Tensor) -> str:
@@ -62,13 +62,16 @@ def test_digits_shapes_dtypes_and_split(digits):
     assert torch.bincount(digits.test_y).tolist() == [36, 37, 35, 37, 36, 36, 36, 36, 35, 36]
 
 
-def test_digits_pixels_are_scaled_from_0_16():
+def test_digits_are_sklearns_scaled_to_0_255_and_split_with_seed_0(digits):
     from sklearn.datasets import load_digits
 
-    allowed = {round(v * 255 / 16) for v in range(17)}
-    ds = load_dataset({"name": "digits"})
-    assert set(torch.cat([ds.train_x, ds.test_x]).unique().tolist()) <= allowed
-    assert ds.train_x.shape[0] + ds.test_x.shape[0] == len(load_digits().target)
+    bunch = load_digits()
+    scale = torch.tensor([round(v * 255 / 16) for v in range(17)], dtype=torch.uint8)
+    x = scale[torch.from_numpy(bunch.images).long()][:, None]
+    y = torch.from_numpy(bunch.target).long()
+    train, test = stratified_split(y, 360, seed=0)
+    assert torch.equal(digits.train_x, x[train]) and torch.equal(digits.train_y, y[train])
+    assert torch.equal(digits.test_x, x[test]) and torch.equal(digits.test_y, y[test])
 
 
 def test_digits_is_deterministic_and_fingerprints_its_content(digits):
