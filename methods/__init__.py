@@ -2,14 +2,21 @@
 
 from methods import (  # noqa: F401  (registration side effect)
     aum,
+    d2,
+    dyn_unc,
     el2n,
     entropy,
     forgetting,
     full,
+    herding,
     input_norm,
+    kcenter,
     least_confidence,
     margin,
+    moderate,
+    prototypes,
     random,
+    tdds,
 )
 from methods.registry import get_method, method_classes, method_names
 

@@ -5,7 +5,7 @@ trainer and records, per example:
 - after every epoch (and at initialisation, epoch 0), eval-mode summaries of the
   softmax on un-augmented images: EL2N, true-class probability, entropy, top-2
   margin, least confidence, correctness, and how far the softmax moved since the
-  previous epoch (`prob_shift`, TDDS's per-epoch contribution);
+  previous epoch (`prob_shift`, TDDS's per-epoch contribution; 0 at epoch 0);
 - at every mini-batch presentation (train mode, augmented, before the update):
   forgetting events (correct -> incorrect), whether it was ever classified
   correctly, and the sum of logit margins (AUM).

@@ -1,0 +1,140 @@
+"""D2 pruning (Maharana et al., ICLR 2024): message passing over a k-NN graph of the data."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from benchmarks.errors import ConfigError
+from methods.base import ScoreContext
+from methods.dynamics import at_epoch, dynamics
+from methods.features import FeatureMethod, order_scores
+from methods.forgetting import forgetting_score
+from methods.registry import register
+
+DIFFICULTIES = ("el2n", "forgetting")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Undirected k-NN graph in CSR form: i's neighbours: neighbors[indptr[i]:indptr[i+1]]."""
+
+    indptr: np.ndarray
+    neighbors: np.ndarray
+    distances: np.ndarray
+
+    @property
+    def sources(self) -> np.ndarray:
+        return np.repeat(np.arange(self.indptr.size - 1), np.diff(self.indptr))
+
+    def around(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        span = slice(self.indptr[i], self.indptr[i + 1])
+        return self.neighbors[span], self.distances[span]
+
+
+def knn_graph(features: torch.Tensor, k: int, chunk: int = 1024) -> Graph:
+    """Edges i-j where j is among i's k nearest (Euclidean) or i among j's, as the official code."""
+    n = features.shape[0]
+    squared = (features * features).sum(dim=1)
+    sources, targets, lengths = [], [], []
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n), device=features.device)
+        gaps = squared[rows, None] - 2.0 * features[rows] @ features.T + squared[None, :]
+        gaps[rows - start, rows] = float("inf")
+        nearest, index = gaps.topk(k, dim=1, largest=False)
+        sources.append(rows[:, None].expand(-1, k).reshape(-1).cpu())
+        targets.append(index.reshape(-1).cpu())
+        lengths.append(nearest.clamp_min(0.0).sqrt().reshape(-1).cpu())
+    src, dst = torch.cat(sources).numpy(), torch.cat(targets).numpy()
+    dist = torch.cat(lengths).numpy()
+    pairs = np.concatenate([src * n + dst, dst * n + src])
+    unique, first = np.unique(pairs, return_index=True)
+    both = np.concatenate([dist, dist])[first]
+    indptr = np.searchsorted(unique // n, np.arange(n + 1))
+    return Graph(indptr=indptr, neighbors=unique % n, distances=both)
+
+
+def forward_pass(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
+    """s_i' = s_i + sum_{j in N(i)} exp(-gamma_f d(i, j)) s_j."""
+    messages = np.exp(-gamma * graph.distances) * scores[graph.neighbors]
+    return scores + np.bincount(graph.sources, weights=messages, minlength=scores.size)
+
+
+def reverse_order(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
+    """D2's selection order by reverse message passing.
+
+    Pick the highest score i (ties to the lowest index), lower each unpicked neighbour
+    s_j <- s_j - exp(-gamma_r d(i, j)) s_i, and repeat until every node is picked.
+    """
+    current = scores.astype(np.float64).copy()
+    picked = np.zeros(current.size, dtype=bool)
+    heap = [(-value, i) for i, value in enumerate(current)]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        negative, i = heapq.heappop(heap)
+        if picked[i] or -negative != current[i]:
+            continue
+        picked[i] = True
+        order.append(i)
+        neighbors, distances = graph.around(i)
+        free = ~picked[neighbors]
+        neighbors = neighbors[free]
+        current[neighbors] -= np.exp(-gamma * distances[free]) * current[i]
+        for j in neighbors:
+            heapq.heappush(heap, (-current[j], int(j)))
+    return np.asarray(order)
+
+
+@register
+@dataclass
+class D2Pruning(FeatureMethod):
+    """D2 on a k-NN graph of the proxy's features, node difficulty from the same proxy run.
+
+    `difficulty`: el2n (at `difficulty_epoch`) or forgetting (whole training). The graph
+    is symmetrised as the official code; the selection order is expressed as a score.
+    """
+
+    name = "d2"
+    summary = (
+        "(n - rank) / n in D2's order: difficulty + exp(-gamma_f d)-weighted neighbour "
+        "difficulty, then greedy picks that lower neighbours by exp(-gamma_r d) * own score"
+    )
+    paper = (
+        "Maharana, Yadav, Bansal. D2 Pruning: Message Passing for Balancing Diversity and "
+        "Difficulty in Data Pruning. ICLR 2024"
+    )
+    direction = "high = picked earlier = kept first (keep=hard = the D2 selection)"
+
+    difficulty: str = "el2n"
+    difficulty_epoch: int = 20
+    neighbors: int = 10
+    gamma_forward: float = 1.0
+    gamma_reverse: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.difficulty not in DIFFICULTIES:
+            raise ConfigError(
+                f"method.difficulty={self.difficulty!r} is not one of {', '.join(DIFFICULTIES)}"
+            )
+        if self.neighbors < 1:
+            raise ConfigError(f"method.neighbors={self.neighbors} must be >= 1")
+
+    def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        if self.neighbors >= ctx.n:
+            raise ConfigError(f"method.neighbors={self.neighbors} needs more than {ctx.n} examples")
+        graph = knn_graph(self.features(ctx, run), self.neighbors)
+        scores = forward_pass(self.difficulty_of(ctx, run), graph, self.gamma_forward)
+        return order_scores(reverse_order(scores, graph, self.gamma_reverse))
+
+    def difficulty_of(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        proxy = self.proxy_spec
+        if self.difficulty == "el2n":
+            d = dynamics(ctx, proxy, run, self.difficulty_epoch)
+            return at_epoch(d, "el2n", self.difficulty_epoch)
+        d = dynamics(ctx, proxy, run, ctx.proxy_settings(proxy.epochs).epochs)
+        return forgetting_score(d["forgetting"], d["presentations"], d["ever_correct"])

@@ -1,0 +1,75 @@
+"""TDDS (Zhang et al., CVPR 2024): how much each example's per-epoch contribution varies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks.errors import ConfigError
+from methods.base import ScoreContext
+from methods.dynamics import at_epoch, dynamics
+from methods.proxy_method import ProxyMethod
+from methods.registry import register
+
+
+def tdds_scores(shifts: np.ndarray, window: int, decay: float) -> np.ndarray:
+    """TDDS from shifts [H + 1, N], row e = R_e = sum_k p_e,k |log p_e,k - log p_e-1,k| (e = 0..H).
+
+    The trajectory is the softmax after epochs 1..H. Window w = 0..H-T covers epochs
+    w+1..w+T and its T-1 changes R_e, e = w+2..w+T; its value is
+    V_w = sqrt(sum_e (R_e - mean_e R_e)^2) (the L2 norm of the deviations, as the official
+    code); the score is sum_w beta (1 - beta)^(H-T-w) V_w, so later windows weigh most.
+    """
+    horizon = shifts.shape[0] - 1
+    total = np.zeros(shifts.shape[1], dtype=np.float64)
+    for w in range(horizon - window + 1):
+        changes = shifts[w + 2 : w + window + 1]
+        spread = np.linalg.norm(changes - changes.mean(axis=0), axis=0)
+        total += decay * (1.0 - decay) ** (horizon - window - w) * spread
+    return total
+
+
+@register
+@dataclass
+class TDDS(ProxyMethod):
+    """Temporal dual-depth scoring over the first `horizon` epochs of the proxy training.
+
+    Per-epoch softmax is taken in eval mode on un-augmented images after each epoch
+    (the official code uses the training-mode outputs seen during each epoch).
+    """
+
+    name = "tdds"
+    summary = (
+        "exponentially weighted (decay beta, latest window heaviest) L2 spread of the per-epoch "
+        "sum_k p_t|log p_t - log p_t-1| over sliding windows of T of the first H epochs"
+    )
+    paper = (
+        "Zhang et al. Spanning Training Progress: Temporal Dual-Depth Scoring (TDDS) for "
+        "Enhanced Dataset Pruning. CVPR 2024"
+    )
+    direction = "high = contribution varies over training = kept first"
+
+    runs: int = 1
+    horizon: int = 30
+    window: int = 10
+    decay: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 3 <= self.window <= self.horizon:
+            raise ConfigError(
+                f"method.window={self.window} must lie in 3..method.horizon={self.horizon}: "
+                "a window needs two epoch-to-epoch changes to vary"
+            )
+        if not 0.0 < self.decay <= 1.0:
+            raise ConfigError(f"method.decay={self.decay} is outside (0, 1]")
+
+    def score_runs(self, ctx: ScoreContext) -> np.ndarray:
+        proxy = self.proxy_spec
+        rows = []
+        for k in range(self.runs):
+            d = dynamics(ctx, proxy, k, self.horizon)
+            shifts = np.stack([at_epoch(d, "prob_shift", e) for e in range(self.horizon + 1)])
+            rows.append(tdds_scores(shifts, self.window, self.decay))
+        return np.stack(rows)
