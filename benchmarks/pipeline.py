@@ -260,17 +260,19 @@ def _execute(
         prep = prepare(cfg, device)
     ctx = prep.ctx
     record["data"] = prep.data_summary()
+    static = method.prunes and not method.dynamic
     with timer.stage("score"):
-        scores = method.score(ctx) if method.prunes else None
+        scores = method.score(ctx) if static else None
     with timer.stage("select"):
         if scores is None:
             kept = np.arange(ctx.n)
         else:
             kept = select(scores, ctx.labels, spec, derive_seed(seed, "select"))
+    sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {
         "total": ctx.n,
         "kept": int(kept.size),
-        "expected_kept": kept_count(ctx.n, spec.fraction) if method.prunes else ctx.n,
+        "expected_kept": kept_count(ctx.n, spec.fraction) if static else ctx.n,
         "fraction_removed": 1.0 - kept.size / ctx.n,
         "kept_indices_sha256": indices_hash(prep.train_index[kept]),
         "kept_per_class": np.bincount(ctx.labels[kept], minlength=ctx.num_classes).tolist(),
@@ -294,7 +296,8 @@ def _execute(
                 out.update(val_acc=acc, val_loss=loss)
         return out
 
-    total_steps = budget_steps(kept.size, ctx.n, settings)
+    nominal = kept_count(ctx.n, spec.fraction) if method.dynamic else kept.size
+    total_steps = budget_steps(nominal, ctx.n, settings)
     train_start = dict(timer.seconds)
     with timer.stage("train"):
         logs = train(
@@ -308,9 +311,16 @@ def _execute(
             evaluate=evaluate,
             progress=progress,
             desc=f"{method.name} f={spec.fraction:g}",
-            checkpointing=checkpointing,
+            checkpointing=None if method.dynamic else checkpointing,
+            sampler=sampler,
         )
     timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)
+    if sampler is not None:
+        record["selection"]["dynamic"] = {
+            "passes": sampler.passes,
+            "seen_fraction": sampler.seen_fraction(),
+        }
+        record["selection"]["fraction_removed"] = 1.0 - sampler.seen_fraction()
     record["metrics"] = {
         **logs[-1].eval,
         "train_loss": logs[-1].train_loss,
@@ -318,7 +328,11 @@ def _execute(
     }
     record["curve"] = [log.as_dict() for log in logs]
     record["train"] = {
-        "steps": total_steps,
-        "passes_over_kept": total_steps / -(-kept.size // settings.batch_size),
+        "steps": logs[-1].step,
+        "passes_over_kept": (
+            sampler.passes
+            if sampler is not None
+            else logs[-1].step / -(-kept.size // settings.batch_size)
+        ),
         "augment": ctx.augment.describe(),
     }

@@ -7,32 +7,33 @@ from typing import Any
 
 
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
+    cell = record["cell"]
+    title = (
+        f"prunebench | {cell['data']} | {cell['model']} | {cell['method']} | "
+        f"removed {cell['fraction']:.0%}"
+    )
     if record.get("skipped"):
-        cell = record["cell"]
         return [
-            f"prunebench | {cell['data']} | {cell['model']} | {cell['method']} | "
-            f"removed {cell['fraction']:.0%} | seed {cell['seed']}: skipped, "
+            f"{title} | seed {cell['seed']}: skipped, "
             f"{record['status']} record exists: {record['record_path']}"
         ]
-    cell, sel, metrics, t = (
-        record["cell"],
-        record["selection"],
-        record["metrics"],
-        record["timings"],
-    )
-    lines = [
-        f"prunebench | {cell['data']} | {cell['model']} | {cell['method']} | "
-        f"removed {cell['fraction']:.0%} ({cell['keep']}{', balanced' if cell['balance'] else ''}) "
-        f"| seed {cell['seed']}",
-        f"  kept {sel['kept']}/{sel['total']} train examples; "
-        f"{record['train']['steps']} steps ({cell['budget']} budget, {cell['epochs']} epochs)",
-        f"  test acc {metrics['test_acc']:.4f}  loss {metrics['test_loss']:.4f}"
-        + (f" | val acc {metrics['val_acc']:.4f}" if "val_acc" in metrics else ""),
-        "  wall {:.1f} s ({}) on {}".format(
-            t["total"],
-            ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total"),
-            record["env"]["device"],
-        ),
+    sel, metrics, t = record["selection"], record["metrics"], record["timings"]
+    balanced = ", balanced" if cell["balance"] else ""
+    if "dynamic" in sel:
+        dyn = sel["dynamic"]
+        kept = (
+            f"dynamic: {dyn['seen_fraction']:.1%} of {sel['total']} train examples per pass, "
+            f"{dyn['passes']} passes"
+        )
+    else:
+        kept = f"kept {sel['kept']}/{sel['total']} train examples"
+    val = f" | val acc {metrics['val_acc']:.4f}" if "val_acc" in metrics else ""
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
+    return [
+        f"{title} ({cell['keep']}{balanced}) | seed {cell['seed']}",
+        f"  {kept}; {record['train']['steps']} steps ({cell['budget']} budget, "
+        f"{cell['epochs']} epochs)",
+        f"  test acc {metrics['test_acc']:.4f}  loss {metrics['test_loss']:.4f}{val}",
+        f"  wall {t['total']:.1f} s ({stages}) on {record['env']['device']}",
         f"  record {record['record_path']}",
     ]
-    return lines

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
@@ -90,7 +91,11 @@ def budget_steps(n_train: int, n_full: int, settings: TrainSettings) -> int:
 
 def lr_factor(step: int, total: int, settings: TrainSettings) -> float:
     """Learning-rate multiplier at `step` (0-based) of `total` steps."""
-    progress = step / total
+    return lr_factor_at(step / total, settings)
+
+
+def lr_factor_at(progress: float, settings: TrainSettings) -> float:
+    """Learning-rate multiplier when `progress` (0..1) of the schedule is done."""
     if settings.schedule == "constant":
         return 1.0
     if settings.schedule == "step":
@@ -204,6 +209,7 @@ def train(
     desc: str = "train",
     stop_step: int | None = None,
     checkpointing: Checkpointing | None = None,
+    sampler: PassSampler | None = None,
 ) -> list[EpochLog]:
     """Train `model` in place for `total_steps` SGD steps on (x, y); return per-epoch logs.
 
@@ -214,7 +220,8 @@ def train(
     training early while keeping the schedule of `total_steps` (a proxy scored at epoch t
     of a longer training, as Data Diet does). With `checkpointing`, the state is saved
     every `every_steps` steps and a run finding a checkpoint resumes from it, ending
-    with bitwise the same model on CPU.
+    with bitwise the same model on CPU. With a `sampler`, the examples of every pass are
+    redrawn by it (dynamic pruning) instead of being all of (x, y).
     """
     run_steps = total_steps if stop_step is None else min(stop_step, total_steps)
     device = x.device
@@ -226,15 +233,24 @@ def train(
         momentum=settings.momentum,
         nesterov=settings.nesterov and settings.momentum > 0,
     )
-    boundaries = [round(total_steps * e / settings.epochs) for e in range(1, settings.epochs + 1)]
     state = _TrainState(device)
-    if checkpointing is not None and checkpointing.path.exists():
-        state.load(checkpointing.path, model, optimizer)
+    if checkpointing is not None:
+        if sampler is not None:
+            raise ValueError(
+                "checkpointing is for static subsets; a dynamic sampler has its own state"
+            )
+        if checkpointing.path.exists():
+            state.load(checkpointing.path, model, optimizer)
     clock = time.perf_counter() - state.elapsed
+    if sampler is None:
+        plan = _static_plan(
+            x.shape[0], total_steps, run_steps, settings, order_seed, device, state.step
+        )
+    else:
+        plan = _dynamic_plan(sampler, total_steps, settings, order_seed, device)
     bar = _progress_bar(run_steps, desc, progress, initial=state.step)
-    order = batch_order(x.shape[0], run_steps, settings.batch_size, order_seed, device, state.step)
-    for step, idx in order:
-        lr = settings.lr * lr_factor(step, total_steps, settings)
+    for step, idx, fraction_done, epochs_ended in plan:
+        lr = settings.lr * lr_factor_at(fraction_done, settings)
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs = x[idx]
@@ -247,19 +263,24 @@ def train(
         targets = y[idx]
         with autocast_for(device, settings.amp):
             logits = model(inputs)
-            loss = F.cross_entropy(
-                logits.float(), targets, label_smoothing=settings.label_smoothing
+            losses = F.cross_entropy(
+                logits.float(), targets, label_smoothing=settings.label_smoothing, reduction="none"
             )
         if on_batch is not None:
             on_batch(step, idx, logits.detach().float(), targets)
+        if sampler is None:
+            loss = losses.mean()
+        else:
+            sampler.observe(idx, losses.detach())
+            loss = (losses * sampler.loss_weights(idx)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        state.accumulate(loss.detach(), logits.detach(), targets)
+        state.accumulate(losses.detach().mean(), logits.detach(), targets)
         state.step = step + 1
         if bar is not None:
             bar.update(1)
-        while state.epoch < len(boundaries) and state.step >= boundaries[state.epoch]:
+        for _ in range(epochs_ended):
             log = state.close_epoch(lr, time.perf_counter() - clock)
             if on_epoch is not None:
                 on_epoch(log.epoch, model)
@@ -280,6 +301,109 @@ def train(
             state.save(checkpointing.path, model, optimizer)
     _close(bar)
     return state.logs
+
+
+Plan = Iterator[tuple[int, torch.Tensor, float, int]]
+
+
+def _static_plan(
+    n: int,
+    total_steps: int,
+    run_steps: int,
+    settings: TrainSettings,
+    order_seed: int,
+    device: torch.device,
+    start_step: int,
+) -> Plan:
+    """(step, batch, fraction of the schedule done, epochs ending here) for a fixed subset.
+
+    An epoch of the log is `total_steps / epochs` steps, so that curves of runs on
+    differently pruned sets line up on the same axis.
+    """
+    boundaries = [round(total_steps * e / settings.epochs) for e in range(1, settings.epochs + 1)]
+    ended = sum(b <= start_step for b in boundaries)
+    for step, idx in batch_order(n, run_steps, settings.batch_size, order_seed, device, start_step):
+        now = sum(b <= step + 1 for b in boundaries)
+        yield step, idx, step / total_steps, now - ended
+        ended = now
+
+
+def _dynamic_plan(
+    sampler: PassSampler,
+    total_steps: int,
+    settings: TrainSettings,
+    order_seed: int,
+    device: torch.device,
+) -> Plan:
+    """Batches of a subset that the sampler redraws every pass (dynamic pruning).
+
+    Budget `epochs`: `settings.epochs` passes, the schedule advancing by passes (the
+    methods' own protocol: same epochs, fewer steps); budget `iterations`: passes until
+    the full-data step count `total_steps`, the schedule advancing by steps.
+    """
+    by_passes = settings.budget == "epochs"
+    step, pass_no = 0, 0
+    while (pass_no < settings.epochs) if by_passes else (step < total_steps):
+        gen = torch.Generator().manual_seed(derive_seed(order_seed, "pass", pass_no))
+        chosen = sampler.pass_indices(pass_no, settings.epochs, gen).to(device)
+        batches = chosen.split(settings.batch_size)
+        for position, idx in enumerate(batches):
+            if not by_passes and step >= total_steps:
+                return
+            last = position == len(batches) - 1
+            if by_passes:
+                done = (pass_no + position / len(batches)) / settings.epochs
+                ends = int(last)
+            else:
+                done = step / total_steps
+                ends = _boundaries_crossed(step, total_steps, settings.epochs)
+            yield step, idx, done, ends
+            step += 1
+        pass_no += 1
+
+
+def _boundaries_crossed(step: int, total_steps: int, epochs: int) -> int:
+    """Log-epoch boundaries (every total/epochs steps) passed by finishing `step`."""
+
+    def count(s: int) -> int:
+        return sum(round(total_steps * e / epochs) <= s for e in range(1, epochs + 1))
+
+    return count(step + 1) - count(step)
+
+
+class PassSampler(ABC):
+    """Chooses the examples of every pass: the hook of dynamic pruning methods.
+
+    It sees each example's training loss when the example is presented, may weight the
+    losses (InfoBatch rescales), and counts what was really presented, so that the
+    record states the actual fraction of the data seen, not the nominal one.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.presented = 0
+        self.passes = 0
+
+    @abstractmethod
+    def choose(self, pass_no: int, passes: int, gen: torch.Generator) -> torch.Tensor:
+        """Indices (into the training set) of this pass's examples."""
+
+    def pass_indices(self, pass_no: int, passes: int, gen: torch.Generator) -> torch.Tensor:
+        chosen = self.choose(pass_no, passes, gen)
+        self.presented += int(chosen.numel())
+        self.passes += 1
+        return chosen[torch.randperm(chosen.numel(), generator=gen)]
+
+    def loss_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.ones(idx.shape, device=idx.device)
+
+    @abstractmethod
+    def observe(self, idx: torch.Tensor, losses: torch.Tensor) -> None:
+        """Per-example training losses of a batch (before the update)."""
+
+    def seen_fraction(self) -> float:
+        """Mean fraction of the training set presented per pass."""
+        return self.presented / max(1, self.passes * self.n)
 
 
 class _TrainState:

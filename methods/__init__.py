@@ -9,6 +9,7 @@ from methods import (  # noqa: F401  (registration side effect)
     forgetting,
     full,
     herding,
+    infobatch,
     input_norm,
     kcenter,
     least_confidence,
@@ -16,6 +17,7 @@ from methods import (  # noqa: F401  (registration side effect)
     moderate,
     prototypes,
     random,
+    rs2,
     tdds,
 )
 from methods.registry import get_method, method_classes, method_names

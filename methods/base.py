@@ -107,6 +107,7 @@ class PruningMethod(ABC):
     paper: ClassVar[str]
     direction: ClassVar[str]
     prunes: ClassVar[bool] = True
+    dynamic: ClassVar[bool] = False
 
     @abstractmethod
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:

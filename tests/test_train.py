@@ -176,3 +176,75 @@ def test_a_run_resumed_from_its_checkpoint_ends_bitwise_equal(tmp_path):
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert [log.train_loss for log in logs] == [log.train_loss for log in ref_logs]
+
+
+def test_dynamic_sampler_redraws_every_pass_and_weights_losses():
+    from benchmarks.train import PassSampler
+
+    class EvenOddSampler(PassSampler):
+        """Even examples on even passes, odd on odd passes; weight 2 on example 0."""
+
+        def __init__(self, n):
+            super().__init__(n)
+            self.observed = []
+
+        def choose(self, pass_no, passes, gen):
+            return torch.arange(pass_no % 2, self.n, 2)
+
+        def loss_weights(self, idx):
+            return 1.0 + (idx == 0).float()
+
+        def observe(self, idx, losses):
+            self.observed.append((idx.clone(), losses.clone()))
+
+    x, y = _toy()
+    sampler = EvenOddSampler(96)
+    s = TrainSettings(epochs=4, batch_size=16, budget="epochs")
+    seen = []
+    logs = train(
+        build_model("mlp", 1, 2, (8, 8), (0.5,), (0.25,)),
+        x,
+        y,
+        s,
+        999,
+        Augment(),
+        order_seed=0,
+        on_batch=lambda step, idx, logits, t: seen.append(idx.clone()),
+        sampler=sampler,
+    )
+    assert len(logs) == 4 and sampler.passes == 4
+    assert sampler.seen_fraction() == 0.5
+    per_pass = [torch.cat(seen[i * 3 : (i + 1) * 3]) for i in range(4)]
+    for p, idx in enumerate(per_pass):
+        assert sorted(idx.tolist()) == list(range(p % 2, 96, 2))
+    assert sum(i.numel() for i, _ in sampler.observed) == 4 * 48
+
+
+def test_rs2_sees_every_example_once_before_any_twice():
+    from methods.rs2 import RS2Sampler
+
+    sampler = RS2Sampler(10, 4)
+    gen = torch.Generator().manual_seed(0)
+    first = torch.cat([sampler.pass_indices(p, 5, gen) for p in range(2)])
+    third = sampler.pass_indices(2, 5, gen)
+    assert len(set(first.tolist())) == 8
+    # the third pass takes the 2 not yet seen, then starts a fresh shuffle
+    assert set(range(10)) - set(first.tolist()) <= set(third.tolist())
+    assert sampler.seen_fraction() == 0.4
+
+
+def test_infobatch_prunes_only_below_mean_losses_and_rescales_the_kept_ones():
+    from methods.infobatch import InfoBatchSampler
+
+    sampler = InfoBatchSampler(1000, ratio=0.5, delta=0.5)
+    gen = torch.Generator().manual_seed(0)
+    assert sampler.pass_indices(0, 4, gen).numel() == 1000  # unknown losses: keep all
+    losses = torch.linspace(0, 1, 1000)  # below the mean 0.5: the first 500
+    sampler.observe(torch.arange(1000), losses)
+    chosen = sampler.pass_indices(1, 4, gen)
+    dropped = sorted(set(range(1000)) - set(chosen.tolist()))
+    assert all(i < 500 for i in dropped) and 200 < len(dropped) < 300
+    weights = sampler.loss_weights(torch.arange(1000))
+    kept_low = [i for i in range(500) if i not in set(dropped)]
+    assert torch.all(weights[kept_low] == 2.0) and torch.all(weights[500:] == 1.0)
+    assert sampler.pass_indices(2, 4, gen).numel() == 1000  # annealing: full data from pass 2
