@@ -7,15 +7,18 @@ them itself with the data set's statistics, and exposes its penultimate features
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from benchmarks.errors import ConfigError
 from benchmarks.registry import Registry
 
 Body = nn.Module
-BodyFactory = Callable[[int, tuple[int, int]], tuple[Body, int]]
+BodyFactory = Callable[..., tuple[Body, int]]
 
 MODELS: Registry[BodyFactory] = Registry("model")
 
@@ -59,10 +62,33 @@ def build_model(
     image_size: tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
+    options: Mapping[str, Any] | None = None,
 ) -> Classifier:
-    """Build a registered model for a data set's channels, image size and classes."""
-    body, feature_dim = MODELS.get(name)(in_channels, image_size)
+    """Build a registered model for a data set's channels, image size and classes.
+
+    `options` are the architecture's own knobs (e.g. `width` of `cnn` and `mlp`).
+    """
+    options = dict(options or {})
+    check_model(name, options)
+    body, feature_dim = MODELS.get(name)(in_channels, image_size, **options)
     return Classifier(body, feature_dim, num_classes, mean, std)
+
+
+def check_model(name: str, options: Mapping[str, Any]) -> None:
+    """Fail early, naming the choices, on an unknown model or model option."""
+    parameters = inspect.signature(MODELS.get(name)).parameters
+    allowed = [p for p in parameters if p not in ("in_channels", "image_size")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"model '{name}' has no option {', '.join(unknown)}; its options: "
+            f"{', '.join(allowed) or '(none)'}"
+        )
+
+
+def model_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture options of a `model` config section (everything but its name)."""
+    return {str(k): v for k, v in dict(cfg).items() if k != "name"}
 
 
 def model_names() -> list[str]:
@@ -70,8 +96,7 @@ def model_names() -> list[str]:
 
 
 @MODELS.register("mlp")
-def _mlp(in_channels: int, image_size: tuple[int, int]) -> tuple[Body, int]:
-    width = 256
+def _mlp(in_channels: int, image_size: tuple[int, int], width: int = 256) -> tuple[Body, int]:
     body = nn.Sequential(
         nn.Flatten(),
         nn.Linear(in_channels * image_size[0] * image_size[1], width),
@@ -91,19 +116,20 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 
 
 @MODELS.register("cnn")
-def _cnn(in_channels: int, image_size: tuple[int, int]) -> tuple[Body, int]:
-    """Two conv stages of two 3x3 convs each, max-pool between, global average pool."""
+def _cnn(in_channels: int, image_size: tuple[int, int], width: int = 32) -> tuple[Body, int]:
+    """Two conv stages of two 3x3 convs each (width, then 2 x width channels), max-pool
+    after each, global average pool."""
     body = nn.Sequential(
-        *_conv_bn_relu(in_channels, 32),
-        *_conv_bn_relu(32, 32),
+        *_conv_bn_relu(in_channels, width),
+        *_conv_bn_relu(width, width),
         nn.MaxPool2d(2),
-        *_conv_bn_relu(32, 64),
-        *_conv_bn_relu(64, 64),
+        *_conv_bn_relu(width, 2 * width),
+        *_conv_bn_relu(2 * width, 2 * width),
         nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
-    return body, 64
+    return body, 2 * width
 
 
 class BasicBlock(nn.Module):

@@ -21,7 +21,7 @@ from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from benchmarks.data import DataSet, load_dataset, stratified_split
 from benchmarks.errors import ConfigError, RunDiverged
-from benchmarks.models import MODELS
+from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
 from benchmarks.results import (
     RECORD_SCHEMA,
@@ -154,6 +154,7 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         data_fingerprint=ds.fingerprint,
         augment=Augment(**dict(cfg.data.get("augment") or {})),
         model_name=str(cfg.model.name),
+        model_options=model_options(cfg.model),
         train_cfg=OmegaConf.to_container(cfg.train, resolve=True),
         cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
     )
@@ -178,7 +179,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     spec = prune_spec(cfg.prune)
     settings = TrainSettings.from_config(cfg.train)
     method, method_label = method_from_config(cfg.method)
-    MODELS.get(str(cfg.model.name))
+    check_model(str(cfg.model.name), model_options(cfg.model))
     device = resolve_device(str(cfg.get("device", "auto")))
     key = run_key(OmegaConf.to_container(cfg, resolve=True), prunes=method.prunes)
     results_dir = Path(str(cfg.results.dir)).expanduser()

@@ -61,6 +61,7 @@ class ScoreContext:
     augment: Augment
     model_name: str
     train_cfg: dict[str, Any]
+    model_options: dict[str, Any] = field(default_factory=dict)
     cache: ScoreCache | None = None
     cost: ScoreCost = field(default_factory=ScoreCost)
 
@@ -88,6 +89,7 @@ class ScoreContext:
                 image_size=(int(self.train_x.shape[2]), int(self.train_x.shape[3])),
                 mean=self.mean,
                 std=self.std,
+                options=self.model_options if name in (None, self.model_name) else None,
             )
         return model.to(self.device)
 

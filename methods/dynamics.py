@@ -188,6 +188,7 @@ def proxy_material(ctx: ScoreContext, proxy: Proxy, run: int) -> dict[str, Any]:
         "data": ctx.data_fingerprint,
         "labels": ctx.labels_hash,
         "proxy_model": proxy.model or ctx.model_name,
+        "proxy_model_options": ctx.model_options if proxy.model in (None, ctx.model_name) else {},
         "settings": settings,
         "augment": ctx.augment.describe(),
         "seed": proxy.seed,

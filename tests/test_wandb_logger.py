@@ -1,0 +1,261 @@
+"""W&B logger: offline runs hold what the record holds; a W&B failure never costs the record.
+
+Offline runs are read back from their `.wandb` file (a LevelDB-style log of W&B's own
+protobuf records), since wandb-core writes no wandb-summary.json offline.
+"""
+
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import wandb
+from hydra import compose, initialize_config_dir
+from wandb.proto import wandb_internal_pb2
+
+from benchmarks import pipeline
+from benchmarks.errors import ConfigError
+from benchmarks.wandb_logger import WandbLogger, flatten, make_logger, unflatten
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = 32768
+HEADER = 7  # ":W&B", magic, version; each chunk: crc32 (4), length (2), type (1)
+WIRED = pytest.mark.skipif(
+    not hasattr(pipeline, "make_logger"), reason="benchmarks.pipeline does not call the logger yet"
+)
+
+
+def wandb_records(path: Path) -> list[Any]:
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, payload, pos = [], b"", HEADER
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:
+            pos += BLOCK - pos % BLOCK
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        payload += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            records.append(wandb_internal_pb2.Record.FromString(payload))
+            payload = b""
+    return records
+
+
+def read_offline_run(run_dir: Path) -> dict[str, Any]:
+    """Config, tags, group, history rows, final summary and exit code of an offline run."""
+    (path,) = run_dir.glob("run-*.wandb")
+    out: dict[str, Any] = {"history": [], "summary": {}, "artifacts": []}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["config"] = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+            out["tags"], out["group"] = list(record.run.tags), record.run.run_group
+        elif kind == "history":
+            out["history"].append(
+                {
+                    "/".join(i.nested_key) or i.key: json.loads(i.value_json)
+                    for i in record.history.item
+                }
+            )
+        elif kind == "summary":
+            for item in record.summary.update:
+                *parents, leaf = list(item.nested_key) or [item.key]
+                node = out["summary"]
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = json.loads(item.value_json)
+        elif kind == "artifact":
+            out["artifacts"].append(record.artifact.name)
+        elif kind == "exit":
+            out["exit_code"] = record.exit.exit_code
+    return out
+
+
+def offline_runs(directory: Path) -> list[Path]:
+    return sorted((directory / "wandb").glob("offline-run-*"))
+
+
+def compose_config(tmp_path: Path, *overrides: str) -> Any:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "model=mlp",
+                "train.epochs=2",
+                f"results.dir={tmp_path / 'results'}",
+                f"cache.dir={tmp_path / 'cache'}",
+                *overrides,
+            ],
+        )
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real record of a tiny run (digits, MLP, 2 epochs), logged nowhere but locally."""
+    tmp = tmp_path_factory.mktemp("record")
+    return pipeline.run(compose_config(tmp), progress=False)
+
+
+@pytest.fixture(autouse=True)
+def no_wandb_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+
+
+def test_offline_run_holds_the_config_curve_and_summary(record, tmp_path):
+    logger = WandbLogger(mode="offline", dir=str(tmp_path), tags=["paper"])
+    logger.start(record)
+    logger.log_epoch(record["curve"][0])
+    logger.finish(record)
+    (run_dir,) = offline_runs(tmp_path)
+    run = read_offline_run(run_dir)
+    assert run["config"]["train.lr"] == record["config"]["train"]["lr"]
+    assert (
+        run["config"]["cell.method"] == "random" and run["config"]["run_key"] == record["run_key"]
+    )
+    assert {"paper", "data=digits", "model=mlp", "method=random", "fraction=0.5", "seed=0"} == set(
+        run["tags"]
+    )
+    assert [row["epoch"] for row in run["history"]] == [1, 2]  # epoch 1 logged once
+    assert run["history"][-1]["lr"] == pytest.approx(record["curve"][-1]["lr"])
+    summary = run["summary"]
+    assert summary["test_acc"] == pytest.approx(record["metrics"]["test_acc"])
+    assert summary["status"] == "finished" and summary["record_path"] == record["record_path"]
+    assert summary["selection"]["kept"] == record["selection"]["kept"] == 718
+    assert summary["selection"]["score_cost"] == record["selection"]["score_cost"]
+    assert run["exit_code"] == 0 and run["artifacts"] == []
+
+
+def test_scores_artifact_when_asked(record, tmp_path):
+    logger = WandbLogger(mode="offline", dir=str(tmp_path), log_scores=True)
+    logger.start(record)
+    logger.finish(record, scores=np.linspace(0, 1, record["selection"]["total"]))
+    (run_dir,) = offline_runs(tmp_path)
+    assert read_offline_run(run_dir)["artifacts"] == ["scores-digits-random"]
+
+
+def test_init_failure_warns_and_logs_nothing_more(record, monkeypatch, caplog):
+    def fail(**kwargs):
+        raise RuntimeError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "init", fail)
+    logger = WandbLogger(mode="online")
+    with caplog.at_level(logging.WARNING):
+        logger.start(record)
+        logger.log_epoch(record["curve"][0])
+        logger.finish(record)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == (
+        "W&B init failed (RuntimeError: api.wandb.ai unreachable); "
+        "the local record is unaffected, going on without W&B"
+    )
+
+
+def test_log_failure_closes_the_wandb_run_and_stops_logging(record, monkeypatch, caplog):
+    calls = []
+
+    def broken_log(row):
+        calls.append("log")
+        raise OSError("disk full")
+
+    fake = SimpleNamespace(
+        define_metric=lambda *a, **k: None,
+        log=broken_log,
+        finish=lambda exit_code: calls.append(f"finish {exit_code}"),
+    )
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: fake)
+    logger = WandbLogger()
+    with caplog.at_level(logging.WARNING):
+        logger.start(record)
+        logger.log_epoch(record["curve"][0])
+        logger.finish(record)
+    assert calls == ["log", "finish 1"]
+    assert len(caplog.records) == 1 and "W&B log failed (OSError: disk full)" in caplog.text
+
+
+def test_mode_comes_from_the_environment_first(monkeypatch):
+    assert make_logger({"name": "none"}) is None and make_logger(None) is None
+    assert make_logger({"name": "wandb", "mode": "online"}).mode == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert make_logger({"name": "wandb", "mode": "online"}).mode == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "onlin")
+    with pytest.raises(
+        ConfigError, match="environment variable WANDB_MODE='onlin' is not a W&B mode"
+    ):
+        make_logger({"name": "wandb"})
+    monkeypatch.delenv("WANDB_MODE")
+    with pytest.raises(ConfigError, match=r"logger.mode='dryrun' .* use offline, online, disabled"):
+        make_logger({"name": "wandb", "mode": "dryrun"})
+    with pytest.raises(
+        ConfigError, match="logger.name='tensorboard' is unknown; use none or wandb"
+    ):
+        make_logger({"name": "tensorboard"})
+
+
+def test_flatten_round_trips_a_config():
+    config = {"train": {"lr": 0.1, "milestones": [0.3, 0.6]}, "ccs": {}, "seed": 0, "x": None}
+    assert flatten(config) == {
+        "train.lr": 0.1,
+        "train.milestones": [0.3, 0.6],
+        "ccs": {},
+        "seed": 0,
+        "x": None,
+    }
+    assert unflatten(flatten(config)) == config
+
+
+@WIRED
+def test_multirun_logs_each_run_offline_in_the_sweep_group(tmp_path):
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("WANDB_MODE", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            "seed=0,1",
+            "model=mlp",
+            "train.epochs=1",
+            "logger=wandb",
+            "logger.mode=offline",
+            f"logger.dir={tmp_path}",
+            f"results.dir={tmp_path / 'results'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    local = {
+        r["run_key"]: r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json"))
+    }
+    runs = [read_offline_run(d) for d in offline_runs(tmp_path)]
+    assert len(runs) == len(local) == 2
+    for run in runs:
+        mine = local[run["summary"]["run_key"]]
+        assert run["summary"]["test_acc"] == pytest.approx(mine["metrics"]["test_acc"])
+        assert run["group"] == str(tmp_path / "sweep") and run["exit_code"] == 0
+
+
+@WIRED
+def test_wandb_init_failure_keeps_the_local_record(tmp_path, monkeypatch, caplog):
+    def fail(**kwargs):
+        raise RuntimeError("wandb is broken")
+
+    monkeypatch.setattr(wandb, "init", fail)
+    cfg = compose_config(tmp_path, "logger=wandb", f"logger.dir={tmp_path}")
+    with caplog.at_level(logging.WARNING):
+        record = pipeline.run(cfg, progress=False)
+    assert record["status"] == "finished" and Path(record["record_path"]).is_file()
+    assert "W&B init failed (RuntimeError: wandb is broken)" in caplog.text
