@@ -227,7 +227,8 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         record["timings"] = {**timer.seconds, "total": sum(timer.seconds.values())}
         record["finished_at"] = utc_now()
-        if "data" in record:
+        # an interrupted run (Ctrl-C) leaves no record, only its checkpoint to resume from
+        if "data" in record and record["status"] != "running":
             save_record(results_dir, record)
             if checkpointing is not None and record["status"] != "failed":
                 checkpointing.path.unlink(missing_ok=True)
