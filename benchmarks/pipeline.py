@@ -41,6 +41,7 @@ from benchmarks.train import (
     prepare_model,
     train,
 )
+from benchmarks.wandb_logger import make_logger
 from methods import get_method
 from methods.base import PruningMethod, ScoreContext
 from methods.select import PruneSpec, kept_count, select
@@ -179,6 +180,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     spec = prune_spec(cfg.prune)
     settings = TrainSettings.from_config(cfg.train)
     method, method_label = method_from_config(cfg.method)
+    logger = make_logger(cfg.get("logger"))
     check_model(str(cfg.model.name), model_options(cfg.model))
     device = resolve_device(str(cfg.get("device", "auto")))
     key = run_key(OmegaConf.to_container(cfg, resolve=True), prunes=method.prunes)
@@ -213,8 +215,13 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
         "started_at": started_at,
         "env": environment(device),
     }
+    if logger is not None:
+        logger.start(record)
+    scores = None
     try:
-        _execute(cfg, record, timer, spec, settings, method, device, progress, checkpointing)
+        scores = _execute(
+            cfg, record, timer, spec, settings, method, device, progress, checkpointing
+        )
         record["status"] = "finished"
     except RunDiverged as err:
         record["status"] = "diverged"
@@ -232,6 +239,8 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
             save_record(results_dir, record)
             if checkpointing is not None and record["status"] != "failed":
                 checkpointing.path.unlink(missing_ok=True)
+        if logger is not None:
+            logger.finish(record, scores)
     return record
 
 
@@ -256,7 +265,7 @@ def _execute(
     device: torch.device,
     progress: bool,
     checkpointing: Checkpointing | None,
-) -> None:
+) -> np.ndarray | None:
     seed = int(cfg.seed)
     with timer.stage("load"):
         prep = prepare(cfg, device)
@@ -338,3 +347,4 @@ def _execute(
         ),
         "augment": ctx.augment.describe(),
     }
+    return scores

@@ -7,6 +7,7 @@ from methods import (  # noqa: F401  (registration side effect)
     el2n,
     entropy,
     forgetting,
+    grand,
     full,
     herding,
     infobatch,
