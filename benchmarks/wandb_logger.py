@@ -139,12 +139,13 @@ class WandbLogger:
         try:
             import wandb  # imported here: runs without W&B never pay its import
 
-            if self.dir:
-                Path(self.dir).expanduser().mkdir(parents=True, exist_ok=True)
+            directory = Path(self.dir).expanduser() if self.dir else None
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
             self._run = wandb.init(
                 project=self.project,
                 entity=self.entity,
-                dir=str(Path(self.dir).expanduser()) if self.dir else None,
+                dir=directory,
                 group=self.group or sweep_group(),
                 tags=[*self.tags, *cell_tags(cell)],
                 name=run_name(cell),

@@ -1,0 +1,121 @@
+"""python -m analysis {collect,leaderboard,plot,scores}: results -> tables, plots, score studies.
+
+python -m analysis collect results --out runs.csv
+python -m analysis leaderboard results --format latex --out table.tex
+python -m analysis leaderboard wandb:ENTITY/PROJECT --group SWEEP --tag paper
+python -m analysis plot results --out figures/accuracy
+python -m analysis scores el2n.csv grand.csv forgetting.csv --out scores.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.collect import collect
+from analysis.errors import AnalysisError
+from analysis.leaderboard import METRICS, build_tables
+from analysis.plot import plot
+from analysis.render import render
+from analysis.scores import load_scores, report
+
+EXIT_BAD_INPUT = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = p.add_subparsers(dest="command", required=True)
+
+    collect = commands.add_parser("collect", help="all runs as one CSV, one row per run")
+    _source(collect)
+    collect.add_argument("--out", type=Path, help="CSV file (default: stdout)")
+
+    board = commands.add_parser("leaderboard", help="mean ± std per method and removed fraction")
+    _source(board)
+    _selection(board)
+    board.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    board.add_argument("--out", type=Path, help="file to write (default: stdout)")
+
+    plot = commands.add_parser("plot", help="metric vs removed fraction, PNG and PDF")
+    _source(plot)
+    _selection(plot)
+    plot.add_argument(
+        "--out", type=Path, required=True, help="file stem: writes STEM.png, STEM.pdf"
+    )
+
+    scores = commands.add_parser(
+        "scores", help="Spearman agreement and noise AUROC of score exports"
+    )
+    scores.add_argument(
+        "files", nargs="+", type=Path, help="score.py exports (NAME.csv + NAME.csv.json)"
+    )
+    scores.add_argument("--format", choices=("md", "csv"), default="md")
+    scores.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    scores.add_argument("--digits", type=int, choices=range(7), default=3, metavar="0-6")
+    return p
+
+
+def _source(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source", help="results directory (searched recursively) or wandb:ENTITY/PROJECT"
+    )
+    p.add_argument("--group", help="W&B source only: runs of this group (e.g. a sweep)")
+    p.add_argument("--tag", action="append", default=[], help="W&B source only: runs with this tag")
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", default=[], help="only these data sets (cell data names)")
+    p.add_argument("--model", nargs="+", default=[], help="only these models")
+    p.add_argument(
+        "--metric", choices=list(METRICS), default="test_acc", help="(default: test_acc)"
+    )
+    p.add_argument(
+        "--digits", type=int, choices=range(7), default=2, metavar="0-6", help="decimals"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        _run(args)
+    except AnalysisError as err:
+        print(f"analysis: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "scores":
+        _write(report(load_scores(args.files), args.format, args.digits), args.out)
+        return
+    found = collect(args.source, args.group, args.tag)
+    for note in found.notes:
+        print(f"analysis: note: {note}", file=sys.stderr)
+    if args.command == "collect":
+        _write(found.all_runs.to_csv(index=False), args.out)
+        return
+    tables = build_tables(found.runs, args.metric, args.data, args.model, args.digits)
+    if args.command == "leaderboard":
+        _write(render(tables, args.format, args.digits), args.out)
+    else:
+        for path in plot(tables, args.out):
+            print(f"analysis: wrote {path}", file=sys.stderr)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"analysis: wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

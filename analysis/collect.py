@@ -1,0 +1,181 @@
+"""Result records -> one DataFrame, one row per run, ready to be compared.
+
+Every row carries a `protocol` id (hash of the data, model and training config) and a
+`variant` id (hash of the method's options and the prune settings other than the
+fraction), so that later steps never average runs that were not run the same way.
+Filtering to finished runs and resolving duplicates is explicit: the notes say what
+was left out and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.errors import AnalysisError
+from benchmarks.wandb_logger import METRIC_KEYS
+
+# The record schema this reader understands (benchmarks.results.RECORD_SCHEMA writes it).
+SCHEMA = 1
+# Data config keys that say where data lives, not what it is (as benchmarks.results).
+DATA_LOCATION_KEYS = ("root", "cache_dir", "download")
+WANDB_PREFIX = "wandb:"
+FULL = "full"
+CELL_KEYS = (
+    "data",
+    "model",
+    "method",
+    "method_name",
+    "fraction",
+    "seed",
+    "keep",
+    "balance",
+    "strategy",
+    "offset",
+    "budget",
+    "epochs",
+)
+
+
+@dataclass
+class Collection:
+    """All runs of a source, and the finished, de-duplicated ones that tables use."""
+
+    source: str
+    all_runs: pd.DataFrame
+    runs: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> Collection:
+    """Records of a results directory (recursive) or of `wandb:ENTITY/PROJECT`."""
+    if source.startswith(WANDB_PREFIX):
+        from analysis.wandb_source import wandb_records
+
+        records = wandb_records(source[len(WANDB_PREFIX) :], group, tags)
+    else:
+        if group or tags:
+            raise AnalysisError(
+                "--group and --tag filter W&B runs; use them with wandb:ENTITY/PROJECT"
+            )
+        records = local_records(Path(source))
+    all_runs = records_frame(records)
+    runs, notes = finished_runs(all_runs, source)
+    return Collection(source, all_runs, runs, notes)
+
+
+def local_records(root: Path) -> list[dict[str, Any]]:
+    """Every record below `root`; temp files of writes in flight (".name") are skipped."""
+    if not root.exists():
+        raise AnalysisError(f"results directory {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise AnalysisError(f"{str(root)!r} is not a directory; give the results directory")
+    records = []
+    for path in sorted(root.rglob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise AnalysisError(f"cannot read record {str(path)!r}: {err}") from None
+        if isinstance(record, dict) and record.get("schema") == SCHEMA and "cell" in record:
+            record.setdefault("record_path", str(path))
+            records.append(record)
+    if not records:
+        raise AnalysisError(
+            f"no result records (JSON files with schema {SCHEMA}) under {str(root)!r}"
+        )
+    return records
+
+
+def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([run_row(r) for r in records])
+    frame["finished_at"] = pd.to_datetime(frame["finished_at"], utc=True, format="ISO8601")
+    return frame
+
+
+def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One run as flat columns: cell, protocol, metrics, selection cost, provenance."""
+    cell = record["cell"]
+    config = record.get("config") or {}
+    selection = record.get("selection") or {}
+    cost = selection.get("score_cost") or {}
+    metrics = record.get("metrics") or {}
+    protocol = protocol_config(config)
+    variant = variant_config(config, cell)
+    return {
+        "run_key": record["run_key"],
+        "status": record["status"],
+        **{key: cell.get(key) for key in CELL_KEYS},
+        "score_epoch": (config.get("method") or {}).get("epoch"),
+        "proxy_epochs": cost.get("proxy_epochs"),
+        "proxy_trainings": cost.get("proxy_trainings"),
+        "score_seconds": cost.get("seconds"),
+        "trainings_run": cost.get("trainings_run"),
+        "kept": selection.get("kept"),
+        "total": selection.get("total"),
+        **{key: metrics.get(key) for key in METRIC_KEYS},
+        "train_seconds": (record.get("timings") or {}).get("train"),
+        "protocol": short_hash(protocol),
+        "variant": short_hash(variant),
+        "protocol_config": canonical(protocol),
+        "variant_config": canonical(variant),
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "record_path": record.get("record_path"),
+    }
+
+
+def protocol_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the final model's training depends on besides the subset: data, model, train."""
+    data = {k: v for k, v in (config.get("data") or {}).items() if k not in DATA_LOCATION_KEYS}
+    return {"data": data, "model": config.get("model"), "train": config.get("train")}
+
+
+def variant_config(config: Mapping[str, Any], cell: Mapping[str, Any]) -> dict[str, Any]:
+    """How the subset was chosen, apart from its size: method options and prune settings."""
+    method = {k: v for k, v in (config.get("method") or {}).items() if k != "label"}
+    if cell["method_name"] == FULL:
+        return {"method": method}
+    prune = {k: v for k, v in (config.get("prune") or {}).items() if k != "fraction"}
+    return {"method": method, "prune": prune}
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()[:8]
+
+
+def finished_runs(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """Finished runs, the latest `finished_at` per run key; notes say what was dropped."""
+    notes = []
+    statuses = frame["status"].value_counts()
+    finished = frame[frame["status"] == "finished"]
+    if finished.empty:
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(statuses.items()))
+        raise AnalysisError(f"none of the {len(frame)} run(s) in {source!r} finished ({counts})")
+    others = statuses.drop("finished")
+    if others.sum():
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(others.items()))
+        notes.append(f"skipped {others.sum()} run(s) that did not finish ({counts})")
+    latest = finished.sort_values("finished_at", kind="stable", na_position="first")
+    latest = latest.drop_duplicates("run_key", keep="last")
+    dropped = len(finished) - len(latest)
+    if dropped:
+        keys = finished["run_key"].value_counts()
+        repeated = sorted(keys[keys > 1].index)
+        notes.append(
+            f"resolved {dropped} duplicate run(s) of {len(repeated)} cell/seed(s) "
+            f"(same run_key: {', '.join(repeated)}): the latest finished_at of each is used"
+        )
+    order = ["data", "model", "method", "fraction", "seed"]
+    return latest.sort_values(order).reset_index(drop=True), notes
