@@ -1,0 +1,338 @@
+"""Speed benchmark: prunebench's paths against the usual way, side by side, as ratios.
+
+    python -m benchmarks.speed --model cnn --steps 40          # CPU, a few minutes
+    python -m benchmarks.speed --model resnet18 --steps 200    # on a GPU
+
+Each measurement runs in its own child process so that its peak memory is its own.
+Compared on the same model, batch size and number of steps:
+1. one training pass on CIFAR-10 JPEG: prunebench (uint8 tensors on the device, batched
+   augmentation) vs torchvision (ImageFolder + PIL transforms + DataLoader with workers);
+2. prunebench's steps vs the same steps fed from pre-made tensor batches (the limit);
+3. EL2N scoring vs a bare eval forward pass over the same images;
+4. exact GraNd vs one training step on the same batches, and vs the naive loop
+   (one backward per example).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.augment import Augment
+from benchmarks.data import load_dataset
+from benchmarks.models import build_model
+from benchmarks.train import TrainSettings, autocast_for, predict_logits, prepare_model, train
+from methods.dynamics import eval_summaries
+from methods.grad_norms import per_example_grad_norms
+
+ARCHIVE = "cifar10-jpg.tar.gz"
+
+
+def _data(args: argparse.Namespace):
+    return load_dataset(
+        {
+            "name": "imagefolder",
+            "path": ARCHIVE,
+            "root": args.data_root,
+            "cache_dir": args.cache_dir,
+        }
+    )
+
+
+def _model(args: argparse.Namespace, ds, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(args.model, ds.in_channels, ds.num_classes, ds.image_size, ds.mean, ds.std)
+    return prepare_model(model, device, _settings(args))
+
+
+def _settings(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(epochs=1, batch_size=args.batch_size)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def bench_prunebench_train(args, device) -> float:
+    ds = _data(args)
+    x, y = ds.train_x.to(device), ds.train_y.to(device)
+    model = _model(args, ds, device)
+    aug = Augment(4, True)
+    train(model, x, y, _settings(args), args.warmup, aug, order_seed=1)
+    return _timed(
+        device, lambda: train(model, x, y, _settings(args), args.steps, aug, order_seed=2)
+    )
+
+
+def bench_premade_batches(args, device) -> float:
+    """The same SGD steps on batches prepared beforehand: what training costs with free data."""
+    ds = _data(args)
+    model = _model(args, ds, device)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(
+        0, ds.train_y.numel(), (args.steps + args.warmup, args.batch_size), generator=gen
+    )
+    batches = [(ds.train_x[i].to(device), ds.train_y[i].to(device)) for i in idx]
+    settings = _settings(args)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    if device.type == "cuda":
+        batches = [(b.contiguous(memory_format=torch.channels_last), t) for b, t in batches]
+
+    def steps(chunk):
+        for inputs, targets in chunk:
+            with autocast_for(device, settings.amp):
+                loss = F.cross_entropy(model(inputs).float(), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    steps(batches[: args.warmup])
+    return _timed(device, lambda: steps(batches[args.warmup :]))
+
+
+def _extracted(args) -> Path:
+    """The archive unpacked once to disk, as the torchvision way needs."""
+    target = Path(args.cache_dir).expanduser() / "speed" / "cifar10-jpg"
+    if not (target / "done").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(Path(args.data_root).expanduser() / ARCHIVE) as tar:
+            tar.extractall(target, filter="data")
+        (target / "done").touch()
+    return next(p.parent for p in target.rglob("train") if p.is_dir())
+
+
+def bench_torchvision_train(args, device) -> float:
+    from torchvision import datasets, transforms
+
+    ds = _data(args)
+    model = _model(args, ds, device)
+    # the model normalises uint8-range input itself: feed it 0..255 floats like prunebench
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.PILToTensor(),
+        ]
+    )
+    folder = datasets.ImageFolder(str(_extracted(args) / "train"), transform=tf)
+    loader = torch.utils.data.DataLoader(
+        folder,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+        drop_last=True,
+    )
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    settings = _settings(args)
+
+    def steps(count):
+        for i, (inputs, targets) in enumerate(loader):
+            if i == count:
+                return
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with autocast_for(device, settings.amp):
+                loss = F.cross_entropy(model(inputs).float(), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    steps(args.warmup)
+    return _timed(device, lambda: steps(args.steps))
+
+
+def bench_eval_forward(args, device) -> float:
+    ds = _data(args)
+    x = ds.train_x[: args.score_examples].to(device)
+    model = _model(args, ds, device)
+    predict_logits(model, x[: args.eval_batch], args.eval_batch)
+    return _timed(device, lambda: predict_logits(model, x, args.eval_batch))
+
+
+def bench_el2n(args, device) -> float:
+    ds = _data(args)
+    x = ds.train_x[: args.score_examples].to(device)
+    y = ds.train_y[: args.score_examples].to(device)
+    model = _model(args, ds, device)
+    predict_logits(model, x[: args.eval_batch], args.eval_batch)
+    return _timed(device, lambda: eval_summaries(predict_logits(model, x, args.eval_batch), y))
+
+
+def bench_train_steps_on_score_set(args, device) -> float:
+    """Training steps over the GraNd examples: the unit GraNd's cost is compared to."""
+    ds = _data(args)
+    x = ds.train_x[: args.grand_examples].to(device)
+    y = ds.train_y[: args.grand_examples].to(device)
+    model = _model(args, ds, device)
+    settings = _settings(args)
+    steps = -(-args.grand_examples // args.batch_size)
+    train(model, x, y, settings, 2, Augment(), order_seed=1)
+    return _timed(device, lambda: train(model, x, y, settings, steps, Augment(), order_seed=2))
+
+
+def bench_grand(args, device) -> float:
+    ds = _data(args)
+    x = ds.train_x[: args.grand_examples].to(device)
+    y = ds.train_y[: args.grand_examples].to(device)
+    model = _model(args, ds, device).eval()
+    per_example_grad_norms(
+        model, x[: args.batch_size], y[: args.batch_size], chunk_size=args.batch_size
+    )
+    return _timed(device, lambda: per_example_grad_norms(model, x, y, chunk_size=args.batch_size))
+
+
+def bench_grand_naive(args, device) -> float:
+    """One backward per example; timed on `naive_examples` and scaled to the GraNd set."""
+    ds = _data(args)
+    x = ds.train_x[: args.naive_examples].to(device)
+    y = ds.train_y[: args.naive_examples].to(device)
+    model = _model(args, ds, device).eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loop():
+        for i in range(x.shape[0]):
+            loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+            grads = torch.autograd.grad(loss, params)
+            torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+
+    return _timed(device, loop) * args.grand_examples / args.naive_examples
+
+
+BENCHES = {
+    "prunebench_train": bench_prunebench_train,
+    "premade_batches_train": bench_premade_batches,
+    "torchvision_train": bench_torchvision_train,
+    "eval_forward": bench_eval_forward,
+    "el2n_scoring": bench_el2n,
+    "train_steps_grand_set": bench_train_steps_on_score_set,
+    "grand_exact": bench_grand,
+    "grand_naive_loop": bench_grand_naive,
+}
+
+
+def _child(name: str, args: argparse.Namespace, queue: mp.Queue) -> None:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    seconds = BENCHES[name](args, device)
+    peak_gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put({"seconds": seconds, "peak_rss_bytes": peak_rss, "peak_gpu_bytes": peak_gpu})
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    s = {k: v["seconds"] for k, v in results.items()}
+    ratios = [
+        (
+            "prunebench train / torchvision DataLoader train",
+            s["prunebench_train"] / s["torchvision_train"],
+            "< 1",
+        ),
+        (
+            "prunebench train / pre-made tensor batches",
+            s["prunebench_train"] / s["premade_batches_train"],
+            "<= 1.05",
+        ),
+        ("EL2N scoring / bare eval forward", s["el2n_scoring"] / s["eval_forward"], "<= 1.1"),
+        (
+            "exact GraNd / training steps, same examples",
+            s["grand_exact"] / s["train_steps_grand_set"],
+            "<= 1.5",
+        ),
+        ("naive per-example loop / exact GraNd", s["grand_naive_loop"] / s["grand_exact"], "> 1"),
+    ]
+    lines = [
+        f"device {args.device} | model {args.model} | batch {args.batch_size} | "
+        f"train steps {args.steps} | score examples {args.score_examples} | "
+        f"GraNd examples {args.grand_examples} | threads {args.threads}",
+        "",
+        "| measurement | seconds | peak RSS (MiB) | peak GPU (MiB) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        gpu = "" if r["peak_gpu_bytes"] is None else f"{r['peak_gpu_bytes'] / 2**20:.0f}"
+        lines.append(f"| {name} | {r['seconds']:.3f} | {r['peak_rss_bytes'] / 2**20:.0f} | {gpu} |")
+    lines += ["", "| ratio | value | goal |", "| --- | ---: | --- |"]
+    lines += [f"| {label} | {value:.2f}x | {goal} |" for label, value, goal in ratios]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--data-root", default=os.environ.get("PRUNEBENCH_DATA", "~/.cache/prunebench/data")
+    )
+    parser.add_argument(
+        "--cache-dir", default=os.environ.get("PRUNEBENCH_CACHE", "~/.cache/prunebench")
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--score-examples", type=int, default=10_000)
+    parser.add_argument("--eval-batch", type=int, default=1024)
+    parser.add_argument("--grand-examples", type=int, default=1024)
+    parser.add_argument("--naive-examples", type=int, default=64)
+    parser.add_argument("--out", default="speed.json")
+    args = parser.parse_args()
+    _data(args)  # decode and cache once, before the children time anything
+    results = {name: measure(name, args) for name in BENCHES}
+    lines = report(results, args)
+    print("\n".join(lines))
+    payload = {
+        "args": vars(args),
+        "results": results,
+        "table": lines,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+    }
+    Path(args.out).write_text(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()
