@@ -84,7 +84,10 @@ def test_input_norm_keep_hard_keeps_the_largest_normalised_images():
     prep = _prepared()
     scores = get_method("input_norm").score(prep.ctx)
     x = prep.ctx.train_x.double().numpy() / 255.0
-    mean, std = np.array(prep.ds.mean)[None, :, None, None], np.array(prep.ds.std)[None, :, None, None]
+    mean, std = (
+        np.array(prep.ds.mean)[None, :, None, None],
+        np.array(prep.ds.std)[None, :, None, None],
+    )
     norms = np.sqrt((((x - mean) / std) ** 2).reshape(len(x), -1).sum(1))
     assert scores == pytest.approx(norms)
     kept = select(scores, prep.ctx.labels, PruneSpec(fraction=0.5), seed=0)
@@ -106,8 +109,12 @@ def test_score_export_is_in_original_order_with_fingerprint(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PRUNEBENCH_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "norms.csv"
     args = [
-        sys.executable, str(ROOT / "score.py"), "method=input_norm", f"out={out}",
-        "data.val_size=100", f"hydra.run.dir={tmp_path}/h",
+        sys.executable,
+        str(ROOT / "score.py"),
+        "method=input_norm",
+        f"out={out}",
+        "data.val_size=100",
+        f"hydra.run.dir={tmp_path}/h",
     ]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
