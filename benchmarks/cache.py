@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
+
+from benchmarks.atomic import atomic_write
 
 Arrays = dict[str, np.ndarray]
 META_KEY = "__meta__"
@@ -77,13 +77,5 @@ def read_artifact(path: Path) -> tuple[Arrays, dict[str, Any]] | None:
 
 
 def write_artifact(path: Path, arrays: Arrays, meta: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{META_KEY: np.array(json.dumps(meta, default=str))})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    packed = {**arrays, META_KEY: np.array(json.dumps(meta, default=str))}
+    atomic_write(path, lambda f: np.savez(f, **packed))

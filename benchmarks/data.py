@@ -15,7 +15,6 @@ import numbers
 import os
 import pickle
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
+from benchmarks.atomic import atomic_write
 from benchmarks.cache import content_key
 from benchmarks.errors import ConfigError, DataError
 from benchmarks.registry import Registry
@@ -344,10 +344,7 @@ def _cache_lock(path: Path) -> Iterator[None]:
 
 
 def _write_cache(path: Path, ds: DataSet) -> None:
-    """Write atomically: a reader (or a killed writer) never leaves half a cache file.
-
-    After a successful os.replace the temp file is gone; the final unlink cleans up failures.
-    """
+    """Write atomically: a reader (or a killed writer) never leaves half a cache file."""
     blob = {
         "format": CACHE_FORMAT,
         "train_x": ds.train_x,
@@ -359,19 +356,10 @@ def _write_cache(path: Path, ds: DataSet) -> None:
         "std": list(ds.std),
         "fingerprint": ds.fingerprint,
     }
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(blob, f))
     except OSError as err:
         raise DataError(f"cannot write the data cache {path} ({err}); {CACHE_HINT}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 # --- locating and downloading files ------------------------------------------------------

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.atomic import atomic_write
 from benchmarks.errors import ConfigError
 from benchmarks.results import write_json_atomic
 
@@ -32,19 +31,18 @@ def export_scores(
     order = np.argsort(index, kind="stable")
     columns = {"index": index[order], "label": labels[order], "score": runs.mean(axis=0)[order]}
     columns.update({f"run_{k}": runs[k][order] for k in range(runs.shape[0])})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb" if out.suffix == ".npy" else "w", newline="") as f:
-            if out.suffix == ".npy":
-                np.save(f, np.column_stack([c.astype(np.float64) for c in columns.values()]))
-            else:
-                writer = csv.writer(f)
-                writer.writerow(columns)
-                writer.writerows(zip(*(c.tolist() for c in columns.values()), strict=True))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write_npy(f) -> None:
+        np.save(f, np.column_stack([c.astype(np.float64) for c in columns.values()]))
+
+    def write_csv(f) -> None:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(zip(*(c.tolist() for c in columns.values()), strict=True))
+
+    if out.suffix == ".npy":
+        atomic_write(out, write_npy)
+    else:
+        atomic_write(out, write_csv, binary=False)
     write_json_atomic(out.with_name(out.name + ".json"), {**meta, "columns": list(columns)})
     return out

@@ -16,7 +16,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from benchmarks.atomic import atomic_write
 
 RECORD_SCHEMA = 1
 CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
@@ -58,26 +59,7 @@ def utc_now() -> str:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so that a reader sees either nothing or the whole file, even after kill -9."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=str), binary=False)
 
 
 def record_path(results_dir: Path, record: Mapping[str, Any]) -> Path:

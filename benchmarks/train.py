@@ -9,7 +9,6 @@ can resume at any step without replaying random state.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.atomic import atomic_write
 from benchmarks.augment import Augment
 from benchmarks.errors import ConfigError, RunDiverged
 from benchmarks.seeding import derive_seed
@@ -458,9 +458,7 @@ class _TrainState:
             "correct": self.correct,
             "seen": self.seen,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(payload, f))
 
     def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         payload = torch.load(path, map_location=self.loss_sum.device, weights_only=False)
