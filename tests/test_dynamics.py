@@ -5,12 +5,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_ctx
 
-from benchmarks.augment import Augment
-from benchmarks.cache import ScoreCache
 from benchmarks.seeding import derive_seed
 from methods import get_method
-from methods.base import ScoreContext
 from methods.dynamics import DynamicsRecorder, Proxy, eval_summaries, logit_margin, train_proxy
 from methods.forgetting import forgetting_score
 
@@ -94,23 +92,7 @@ def test_eval_summaries_match_hand_formulas():
 
 
 def _ctx(tmp_path=None, n=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 1, 6, 6), dtype=torch.uint8, generator=g)
-    y = (x.float().mean(dim=(1, 2, 3)) > 127.5).long()
-    return ScoreContext(
-        train_x=x,
-        train_y=y,
-        num_classes=2,
-        mean=(0.5,),
-        std=(0.29,),
-        device=torch.device("cpu"),
-        seed=seed,
-        data_fingerprint="synthetic",
-        augment=Augment(1, True),
-        model_name="mlp",
-        train_cfg={"epochs": 4, "batch_size": 16, "lr": 0.05},
-        cache=ScoreCache(tmp_path) if tmp_path else None,
-    )
+    return synthetic_ctx(tmp_path, n=n, seed=seed)
 
 
 def test_el2n_equals_hand_computed_error_norm_of_each_run_and_their_mean():

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from synthetic import synthetic_ctx
 
-from benchmarks.augment import Augment
-from benchmarks.cache import ScoreCache, read_artifact, write_artifact
+from benchmarks.cache import read_artifact, write_artifact
 from benchmarks.errors import ConfigError
 from methods import d2, dyn_unc, herding, kcenter, moderate, prototypes, tdds
-from methods.base import ScoreContext
 from methods.d2 import Graph, forward_pass, knn_graph, reverse_order
 from methods.dyn_unc import dynamic_uncertainty
 from methods.dynamics import DynamicsRecorder, Proxy, dynamics, proxy_material, train_proxy
@@ -32,23 +31,7 @@ MODULES = (moderate, prototypes, herding, kcenter, tdds, dyn_unc, d2)
 
 
 def _ctx(cache_dir=None, n=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 1, 6, 6), dtype=torch.uint8, generator=g)
-    y = (x.float().mean(dim=(1, 2, 3)) > 127.5).long()
-    return ScoreContext(
-        train_x=x,
-        train_y=y,
-        num_classes=2,
-        mean=(0.5,),
-        std=(0.29,),
-        device=torch.device("cpu"),
-        seed=seed,
-        data_fingerprint="synthetic",
-        augment=Augment(1, True),
-        model_name="mlp",
-        train_cfg={"epochs": 4, "batch_size": 16, "lr": 0.05},
-        cache=ScoreCache(cache_dir) if cache_dir else None,
-    )
+    return synthetic_ctx(cache_dir, n=n, seed=seed)
 
 
 @pytest.fixture(scope="module")

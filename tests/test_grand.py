@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import synthetic_ctx
 
-from benchmarks.augment import Augment
 from methods import get_method
-from methods.base import ScoreContext
 from methods.dynamics import Proxy, train_proxy
 
 
@@ -26,23 +25,7 @@ def naive_norms(model, x, y, params=None):
 
 
 def _ctx():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (48, 1, 6, 6), dtype=torch.uint8, generator=g)
-    y = (x.float().mean(dim=(1, 2, 3)) > 127.5).long()
-    return ScoreContext(
-        train_x=x,
-        train_y=y,
-        num_classes=2,
-        mean=(0.5,),
-        std=(0.29,),
-        device=torch.device("cpu"),
-        seed=0,
-        data_fingerprint="synthetic",
-        augment=Augment(1, True),
-        model_name="cnn",
-        model_options={"width": 4},
-        train_cfg={"epochs": 3, "batch_size": 16, "lr": 0.05},
-    )
+    return synthetic_ctx(n=48, model="cnn", model_options={"width": 4}, epochs=3)
 
 
 @pytest.mark.parametrize("epoch", [0, 2])
