@@ -19,12 +19,10 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from benchmarks.results import DATA_LOCATION_KEYS, SPEED_ONLY_TRAIN_KEYS
+from benchmarks.results import RECORD_SCHEMA as SCHEMA
 from benchmarks.wandb_logger import METRIC_KEYS
 
-# The record schema this reader understands (benchmarks.results.RECORD_SCHEMA writes it).
-SCHEMA = 1
-# Data config keys that say where data lives, not what it is (as benchmarks.results).
-DATA_LOCATION_KEYS = ("root", "cache_dir", "download")
 WANDB_PREFIX = "wandb:"
 FULL = "full"
 CELL_KEYS = (
@@ -133,9 +131,14 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def protocol_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What the final model's training depends on besides the subset: data, model, train."""
+    """What the final model's training depends on besides the subset: data, model, train.
+
+    As in the run key, where the data lives and speed-only switches are left out, so a
+    compiled rerun lands in the same table as the eager runs.
+    """
     data = {k: v for k, v in (config.get("data") or {}).items() if k not in DATA_LOCATION_KEYS}
-    return {"data": data, "model": config.get("model"), "train": config.get("train")}
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in SPEED_ONLY_TRAIN_KEYS}
+    return {"data": data, "model": config.get("model"), "train": train}
 
 
 def variant_config(config: Mapping[str, Any], cell: Mapping[str, Any]) -> dict[str, Any]:

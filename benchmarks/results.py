@@ -29,6 +29,8 @@ from benchmarks.atomic import atomic_write
 RECORD_SCHEMA = 1
 CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
 DATA_LOCATION_KEYS = ("root", "cache_dir", "download")
+# How fast the same training runs, not what it computes: a compiled rerun is the same cell.
+SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -39,11 +41,12 @@ def canonical_json(obj: Any) -> str:
 def run_key(cfg: Mapping[str, Any], prunes: bool = True) -> str:
     """Hash of the config that defines a cell: what is trained on what, how, with which seed.
 
-    Where the data lives, logging and output paths do not change the result and are
-    left out; so is the prune section of a method that removes nothing.
+    Where the data lives, logging and output paths and speed-only switches do not change
+    the result and are left out; so is the prune section of a method that removes nothing.
     """
     cell = {name: cfg[name] for name in CELL_SECTIONS}
     cell["data"] = {k: v for k, v in cell["data"].items() if k not in DATA_LOCATION_KEYS}
+    cell["train"] = {k: v for k, v in cell["train"].items() if k not in SPEED_ONLY_TRAIN_KEYS}
     if not prunes:
         cell["prune"] = None
     return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]

@@ -11,6 +11,10 @@ Compared on the same model, batch size and number of steps:
 3. EL2N scoring vs a bare eval forward pass over the same images;
 4. exact GraNd vs one training step on the same batches, and vs the naive loop
    (one backward per example).
+With `--compile`, prunebench's steps are also timed with `train.compile=true` (the
+compile itself is reported apart); on CUDA, also with cuDNN's autotuner off, so that
+each switch is kept only where it is measured to help. Seconds per epoch of the whole
+training set, and of scoring it, are extrapolated from the timed steps.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import statistics
 import tarfile
 import time
 from collections.abc import Callable
@@ -33,11 +38,19 @@ import torch.nn.functional as F
 from benchmarks.augment import Augment
 from benchmarks.data import load_dataset
 from benchmarks.models import build_model
-from benchmarks.train import TrainSettings, autocast_for, predict_logits, prepare_model, train
+from benchmarks.train import (
+    TrainSettings,
+    autocast_for,
+    predict_logits,
+    prepare_model,
+    steps_per_pass,
+    train,
+)
 from methods.dynamics import eval_summaries
 from methods.grad_norms import per_example_grad_norms
 
 ARCHIVE = "cifar10-jpg.tar.gz"
+CIFAR_TRAIN = 50_000
 
 
 def _data(args: argparse.Namespace):
@@ -51,14 +64,16 @@ def _data(args: argparse.Namespace):
     )
 
 
-def _model(args: argparse.Namespace, ds, device: torch.device) -> torch.nn.Module:
+def _model(
+    args: argparse.Namespace, ds, device: torch.device, settings: TrainSettings | None = None
+) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(args.model, ds.in_channels, ds.num_classes, ds.image_size, ds.mean, ds.std)
-    return prepare_model(model, device, _settings(args))
+    return prepare_model(model, device, settings or _settings(args))
 
 
-def _settings(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(epochs=1, batch_size=args.batch_size)
+def _settings(args: argparse.Namespace, **switches: bool) -> TrainSettings:
+    return TrainSettings(epochs=1, batch_size=args.batch_size, **switches)
 
 
 def _sync(device: torch.device) -> None:
@@ -74,15 +89,28 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def bench_prunebench_train(args, device) -> float:
+def _prunebench_train(args, device, **switches: bool) -> dict[str, float]:
+    """Warm-up steps (which include any compilation), then the timed steps."""
     ds = _data(args)
     x, y = ds.train_x.to(device), ds.train_y.to(device)
-    model = _model(args, ds, device)
+    settings = _settings(args, **switches)
+    model = _model(args, ds, device, settings)
     aug = Augment(4, True)
-    train(model, x, y, _settings(args), args.warmup, aug, order_seed=1)
-    return _timed(
-        device, lambda: train(model, x, y, _settings(args), args.steps, aug, order_seed=2)
-    )
+    warmup = _timed(device, lambda: train(model, x, y, settings, args.warmup, aug, order_seed=1))
+    seconds = _timed(device, lambda: train(model, x, y, settings, args.steps, aug, order_seed=2))
+    return {"seconds": seconds, "warmup_seconds": warmup}
+
+
+def bench_prunebench_train(args, device) -> dict[str, float]:
+    return _prunebench_train(args, device)
+
+
+def bench_prunebench_train_compiled(args, device) -> dict[str, float]:
+    return _prunebench_train(args, device, compile=True)
+
+
+def bench_prunebench_train_no_autotune(args, device) -> dict[str, float]:
+    return _prunebench_train(args, device, cudnn_benchmark=False)
 
 
 def bench_premade_batches(args, device) -> float:
@@ -237,15 +265,30 @@ BENCHES = {
     "grand_exact": bench_grand,
     "grand_naive_loop": bench_grand_naive,
 }
+OPTIONAL_BENCHES = {
+    "prunebench_train_compiled": bench_prunebench_train_compiled,
+    "prunebench_train_no_autotune": bench_prunebench_train_no_autotune,
+}
+
+
+def bench_names(args: argparse.Namespace) -> list[str]:
+    """The core measurements, plus the switches worth measuring on this device."""
+    names = list(BENCHES)
+    if args.compile:
+        names.append("prunebench_train_compiled")
+    if args.device.startswith("cuda"):
+        names.append("prunebench_train_no_autotune")
+    return names
 
 
 def _child(name: str, args: argparse.Namespace, queue: mp.Queue) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    seconds = BENCHES[name](args, device)
+    timing = {**BENCHES, **OPTIONAL_BENCHES}[name](args, device)
+    result = timing if isinstance(timing, dict) else {"seconds": timing}
     peak_gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"seconds": seconds, "peak_rss_bytes": peak_rss, "peak_gpu_bytes": peak_gpu})
+    queue.put({**result, "peak_rss_bytes": peak_rss, "peak_gpu_bytes": peak_gpu})
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -256,6 +299,32 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     result = queue.get()
     proc.join()
     return result
+
+
+def measure_all(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every measurement `args.repeats` times, interleaved round by round; the median counts.
+
+    Interleaving spreads a shared machine's slow spells over all measurements instead of
+    one, so the ratios stay meaningful where single timings vary by tens of percent.
+    """
+    rounds = [{name: measure(name, args) for name in names} for _ in range(args.repeats)]
+    results = {}
+    for name in names:
+        runs = [r[name] for r in rounds]
+        seconds = [r["seconds"] for r in runs]
+        median = statistics.median(seconds)
+        results[name] = {
+            **min(runs, key=lambda r: abs(r["seconds"] - median)),
+            "seconds": median,
+            "repeats": seconds,
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
+            "peak_gpu_bytes": None
+            if runs[0]["peak_gpu_bytes"] is None
+            else max(r["peak_gpu_bytes"] for r in runs),
+        }
+        if "warmup_seconds" in runs[0]:  # the slowest round: the one that compiled cold
+            results[name]["warmup_seconds"] = max(r["warmup_seconds"] for r in runs)
+    return results
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
@@ -279,20 +348,74 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
         ),
         ("naive per-example loop / exact GraNd", s["grand_naive_loop"] / s["grand_exact"], "> 1"),
     ]
+    if "prunebench_train_compiled" in s:
+        ratios.append(
+            (
+                "train.compile=true / eager train (after compiling)",
+                s["prunebench_train_compiled"] / s["prunebench_train"],
+                "< 1 to keep",
+            )
+        )
+    if "prunebench_train_no_autotune" in s:
+        ratios.append(
+            (
+                "cudnn_benchmark=true / false",
+                s["prunebench_train"] / s["prunebench_train_no_autotune"],
+                "< 1 to keep",
+            )
+        )
     lines = [
         f"device {args.device} | model {args.model} | batch {args.batch_size} | "
         f"train steps {args.steps} | score examples {args.score_examples} | "
-        f"GraNd examples {args.grand_examples} | threads {args.threads}",
+        f"GraNd examples {args.grand_examples} | threads {args.threads} | "
+        f"median of {args.repeats}",
         "",
-        "| measurement | seconds | peak RSS (MiB) | peak GPU (MiB) |",
-        "| --- | ---: | ---: | ---: |",
+        "| measurement | seconds (median) | range | peak RSS (MiB) | peak GPU (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
         gpu = "" if r["peak_gpu_bytes"] is None else f"{r['peak_gpu_bytes'] / 2**20:.0f}"
-        lines.append(f"| {name} | {r['seconds']:.3f} | {r['peak_rss_bytes'] / 2**20:.0f} | {gpu} |")
+        spread = r.get("repeats", [r["seconds"]])
+        lines.append(
+            f"| {name} | {r['seconds']:.3f} | {min(spread):.3f}–{max(spread):.3f} "
+            f"| {r['peak_rss_bytes'] / 2**20:.0f} | {gpu} |"
+        )
     lines += ["", "| ratio | value | goal |", "| --- | ---: | --- |"]
     lines += [f"| {label} | {value:.2f}x | {goal} |" for label, value, goal in ratios]
+    if "prunebench_train_compiled" in results:
+        lines += [
+            "",
+            f"Warm-up of {args.warmup} steps, compiling included (slowest round): "
+            f"{results['prunebench_train_compiled']['warmup_seconds']:.1f} s compiled, "
+            f"{results['prunebench_train']['warmup_seconds']:.1f} s eager.",
+        ]
+    lines += ["", *per_epoch(s, args)]
     return lines
+
+
+def per_epoch(seconds: dict[str, float], args: argparse.Namespace) -> list[str]:
+    """Seconds for the whole CIFAR-10 training set, extrapolated from the timed part."""
+    steps = steps_per_pass(CIFAR_TRAIN, args.batch_size)
+    epoch = seconds["prunebench_train"] / args.steps * steps
+    rows = [
+        (f"one training epoch ({steps} steps of {args.batch_size})", epoch),
+        ("Data Diet protocol, 200 epochs", 200 * epoch),
+        (
+            f"EL2N scoring of {CIFAR_TRAIN:,} examples",
+            seconds["el2n_scoring"] / args.score_examples * CIFAR_TRAIN,
+        ),
+        (
+            f"exact GraNd of {CIFAR_TRAIN:,} examples",
+            seconds["grand_exact"] / args.grand_examples * CIFAR_TRAIN,
+        ),
+    ]
+    lines = [
+        f"Extrapolated to the {CIFAR_TRAIN:,} CIFAR-10 training images:",
+        "",
+        "| prunebench | seconds |",
+        "| --- | ---: |",
+    ]
+    return lines + [f"| {label} | {value:.1f} |" for label, value in rows]
 
 
 def main() -> None:
@@ -316,10 +439,18 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=1024)
     parser.add_argument("--grand-examples", type=int, default=1024)
     parser.add_argument("--naive-examples", type=int, default=64)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time train.compile=true (torch.compile)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds; the median is reported"
+    )
     parser.add_argument("--out", default="speed.json")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats={args.repeats} must be >= 1")
     _data(args)  # decode and cache once, before the children time anything
-    results = {name: measure(name, args) for name in BENCHES}
+    results = measure_all(bench_names(args), args)
     lines = report(results, args)
     print("\n".join(lines))
     payload = {

@@ -48,6 +48,8 @@ class TrainSettings:
     eval_every_epoch: bool = True
     amp: bool = True
     channels_last: bool = True
+    cudnn_benchmark: bool = True
+    compile: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainSettings:
@@ -150,10 +152,22 @@ def autocast_for(device: torch.device, enabled: bool):
 
 
 def prepare_model(model: nn.Module, device: torch.device, settings: TrainSettings) -> nn.Module:
+    """Move the model to its device; on CUDA, set its memory format and cuDNN's autotuner."""
     model = model.to(device)
-    if device.type == "cuda" and settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def training_forward(model: nn.Module, settings: TrainSettings) -> nn.Module:
+    """The module the training step calls: `model` itself, or its torch.compile'd form.
+
+    The compiled form shares `model`'s parameters and buffers, so evaluation, scoring
+    hooks and checkpoints keep using the plain module.
+    """
+    return torch.compile(model) if settings.compile else model
 
 
 def batch_order(
@@ -249,6 +263,7 @@ def train(
     else:
         plan = _dynamic_plan(sampler, total_steps, settings, order_seed, device)
     bar = _progress_bar(run_steps, desc, progress, initial=state.step)
+    forward = training_forward(model, settings)
     for step, idx, fraction_done, epochs_ended in plan:
         lr = settings.lr * lr_factor_at(fraction_done, settings)
         for group in optimizer.param_groups:
@@ -262,7 +277,7 @@ def train(
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         targets = y[idx]
         with autocast_for(device, settings.amp):
-            logits = model(inputs)
+            logits = forward(inputs)
             losses = F.cross_entropy(
                 logits.float(), targets, label_smoothing=settings.label_smoothing, reduction="none"
             )

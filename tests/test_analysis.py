@@ -20,11 +20,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from analysis import collect as collect_module
 from analysis.__main__ import main
-from analysis.collect import collect
+from analysis.collect import collect, protocol_config
 from analysis.stats import difference
-from benchmarks import results
 from benchmarks.wandb_logger import cell_tags, flatten, run_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,9 +157,16 @@ def leaderboard_csv(capsys: pytest.CaptureFixture, directory: Path) -> pd.DataFr
     return pd.read_csv(StringIO(out))
 
 
-def test_reader_schema_and_location_keys_are_the_writers():
-    assert collect_module.SCHEMA == results.RECORD_SCHEMA
-    assert collect_module.DATA_LOCATION_KEYS == results.DATA_LOCATION_KEYS
+def test_speed_only_switches_leave_the_protocol_alone():
+    base = {"data": {"name": "digits", "root": "/a"}, "model": {"name": "cnn"}}
+    eager = protocol_config({**base, "train": {"epochs": 5}})
+    compiled = {**base, "train": {"epochs": 5, "compile": True, "cudnn_benchmark": False}}
+    assert protocol_config(compiled) == eager
+    assert protocol_config({**base, "train": {"epochs": 6}}) != eager
+    assert (
+        protocol_config({**base, "data": {"name": "digits", "root": "/b"}, "train": {"epochs": 5}})
+        == eager
+    )
 
 
 def test_collect_has_one_row_per_record_with_protocol_columns(results_dir, tmp_path):

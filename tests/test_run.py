@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.data import load_dataset, stratified_split
+from benchmarks.results import run_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,3 +160,19 @@ def test_diverged_cell_is_recorded_and_the_multirun_goes_on(tmp_path):
     assert multi.returncode == 1
     statuses = sorted(r["status"] for r in records(tmp_path))
     assert statuses == ["diverged", "diverged", "finished"]
+
+
+def test_speed_only_switches_keep_the_run_key():
+    cell = {
+        "data": {"name": "digits", "root": "/here"},
+        "model": {"name": "cnn"},
+        "method": {"name": "random"},
+        "prune": {"fraction": 0.5},
+        "train": {"epochs": 5, "lr": 0.1},
+        "seed": 0,
+    }
+    key = run_key(cell)
+    faster = {**cell, "train": {"epochs": 5, "lr": 0.1, "compile": True, "cudnn_benchmark": False}}
+    assert run_key(faster) == key
+    assert run_key({**cell, "data": {"name": "digits", "root": "/there"}}) == key
+    assert run_key({**cell, "train": {"epochs": 5, "lr": 0.2}}) != key

@@ -248,3 +248,12 @@ def test_infobatch_prunes_only_below_mean_losses_and_rescales_the_kept_ones():
     kept_low = [i for i in range(500) if i not in set(dropped)]
     assert torch.all(weights[kept_low] == 2.0) and torch.all(weights[500:] == 1.0)
     assert sampler.pass_indices(2, 4, gen).numel() == 1000  # annealing: full data from pass 2
+
+
+def test_compiled_training_step_trains_the_same_model():
+    eager, eager_logs = _trained(order_seed=1)
+    compiled, compiled_logs = _trained(order_seed=1, compile=True)
+    for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(pc, pe, rtol=1e-4, atol=1e-5)
+    losses = [log.train_loss for log in compiled_logs]
+    assert losses == pytest.approx([log.train_loss for log in eager_logs], rel=1e-4)
