@@ -346,5 +346,6 @@ def _execute(
             else logs[-1].step / -(-kept.size // settings.batch_size)
         ),
         "augment": ctx.augment.describe(),
+        "resumed_from_step": 0 if checkpointing is None else checkpointing.resumed_from_step,
     }
     return scores

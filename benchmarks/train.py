@@ -202,10 +202,15 @@ def _step_generator(device: torch.device, seed: int) -> torch.Generator:
 
 @dataclass
 class Checkpointing:
-    """Where and how often the trainer saves its full state, to resume after preemption."""
+    """Where and how often the trainer saves its full state, to resume after preemption.
+
+    `resumed_from_step` is set by the trainer when it finds a checkpoint, so that the
+    record says the run was resumed (0: trained from the start).
+    """
 
     path: Path
     every_steps: int
+    resumed_from_step: int = 0
 
 
 def train(
@@ -255,6 +260,7 @@ def train(
             )
         if checkpointing.path.exists():
             state.load(checkpointing.path, model, optimizer)
+            checkpointing.resumed_from_step = state.step
     clock = time.perf_counter() - state.elapsed
     if sampler is None:
         plan = _static_plan(

@@ -234,6 +234,8 @@ def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path
     same_training(requeued, ref)
     # resumed, not retrained: the first epoch's log, wall time included, is the checkpoint's
     assert requeued["curve"][0]["seconds"] == saved["preempted"]["logs"][0]["seconds"]
+    assert requeued["train"]["resumed_from_step"] == saved["preempted"]["step"] == 200
+    assert ref["train"]["resumed_from_step"] == 0
 
     # the rerun of the sweep resumes the killed cell and skips the two others
     rc, out = sweep(tmp_path, *cell)
@@ -241,6 +243,7 @@ def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path
     (resumed,) = read_records(dirs["killed"]).values()
     same_training(resumed, ref)
     assert resumed["curve"][0]["seconds"] == saved["killed"]["logs"][0]["seconds"]
+    assert resumed["train"]["resumed_from_step"] == 200
     assert not checkpoint("killed") and not checkpoint("preempted")
     assert len(read_records(dirs["ref"])) == len(read_records(dirs["preempted"])) == 1
 

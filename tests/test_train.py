@@ -171,8 +171,10 @@ def test_a_run_resumed_from_its_checkpoint_ends_bitwise_equal(tmp_path):
             checkpointing=ckpt,
         )
     assert torch.load(ckpt.path, weights_only=False)["step"] == 6
+    assert ckpt.resumed_from_step == 0
     resumed = fresh()
     logs = train(resumed, x, y, s, total, Augment(1, True), order_seed=4, checkpointing=ckpt)
+    assert ckpt.resumed_from_step == 6
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert [log.train_loss for log in logs] == [log.train_loss for log in ref_logs]
