@@ -41,7 +41,7 @@ from benchmarks.train import (
     prepare_model,
     train,
 )
-from benchmarks.wandb_logger import make_logger
+from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
 from methods.base import PruningMethod, ScoreContext
 from methods.select import PruneSpec, kept_count, select
@@ -220,7 +220,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     scores = None
     try:
         scores = _execute(
-            cfg, record, timer, spec, settings, method, device, progress, checkpointing
+            cfg, record, timer, spec, settings, method, device, progress, checkpointing, logger
         )
         record["status"] = "finished"
     except RunDiverged as err:
@@ -265,6 +265,7 @@ def _execute(
     device: torch.device,
     progress: bool,
     checkpointing: Checkpointing | None,
+    logger: WandbLogger | None,
 ) -> np.ndarray | None:
     seed = int(cfg.seed)
     with timer.stage("load"):
@@ -324,6 +325,7 @@ def _execute(
             desc=f"{method.name} f={spec.fraction:g}",
             checkpointing=None if method.dynamic else checkpointing,
             sampler=sampler,
+            on_log=None if logger is None else lambda log: logger.log_epoch(log.as_dict()),
         )
     timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)
     if sampler is not None:

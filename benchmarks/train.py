@@ -141,6 +141,7 @@ class EpochLog:
 
 BatchHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 EpochHook = Callable[[int, nn.Module], None]
+LogHook = Callable[["EpochLog"], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
 
@@ -224,6 +225,7 @@ def train(
     evaluate: EvalFn | None = None,
     on_batch: BatchHook | None = None,
     on_epoch: EpochHook | None = None,
+    on_log: LogHook | None = None,
     progress: bool = False,
     desc: str = "train",
     stop_step: int | None = None,
@@ -235,7 +237,8 @@ def train(
     An "epoch" of the log is `total_steps / settings.epochs` steps, so curves of runs
     on differently pruned sets line up on the same axis. `on_batch(step, idx, logits, y)`
     sees each mini-batch's training-mode logits before the update (forgetting, AUM);
-    `on_epoch(epoch, model)` runs after each epoch (EL2N at epoch t). `stop_step` ends
+    `on_epoch(epoch, model)` runs after each epoch (EL2N at epoch t); `on_log(log)` gets
+    each epoch's finished log, evaluation included (live curves). `stop_step` ends
     training early while keeping the schedule of `total_steps` (a proxy scored at epoch t
     of a longer training, as Data Diet does). With `checkpointing`, the state is saved
     every `every_steps` steps and a run finding a checkpoint resumes from it, ending
@@ -308,6 +311,8 @@ def train(
             if evaluate is not None and (settings.eval_every_epoch or log.epoch == settings.epochs):
                 log.eval = evaluate(model)
                 model.train()
+            if on_log is not None:
+                on_log(log)
             if bar is not None:
                 bar.set_postfix(
                     loss=f"{log.train_loss:.3f}",

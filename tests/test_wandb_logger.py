@@ -256,3 +256,23 @@ def test_wandb_init_failure_keeps_the_local_record(tmp_path, monkeypatch, caplog
         record = pipeline.run(cfg, progress=False)
     assert record["status"] == "finished" and Path(record["record_path"]).is_file()
     assert "W&B init failed (RuntimeError: wandb is broken)" in caplog.text
+
+
+def test_epochs_are_logged_live_each_once_before_the_run_finishes(tmp_path, monkeypatch):
+    calls = []
+    log_epoch, finish = WandbLogger.log_epoch, WandbLogger.finish
+
+    def spy_log_epoch(self, row):
+        calls.append(int(row["epoch"]))
+        log_epoch(self, row)
+
+    def spy_finish(self, record, scores=None):
+        calls.append("finish")
+        finish(self, record, scores)
+
+    monkeypatch.setattr(WandbLogger, "log_epoch", spy_log_epoch)
+    monkeypatch.setattr(WandbLogger, "finish", spy_finish)
+    cfg = compose_config(tmp_path, "logger=wandb", f"logger.dir={tmp_path}", "train.epochs=3")
+    record = pipeline.run(cfg, progress=False)
+    assert record["status"] == "finished"
+    assert calls == [1, 2, 3, "finish"]
