@@ -118,6 +118,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "trainings_run": cost.get("trainings_run"),
         "kept": selection.get("kept"),
         "total": selection.get("total"),
+        "removed": selection.get("fraction_removed"),
         **{key: metrics.get(key) for key in METRIC_KEYS},
         "train_seconds": (record.get("timings") or {}).get("train"),
         "protocol": short_hash(protocol),

@@ -46,6 +46,10 @@ METRICS = {
 }
 
 
+# Actual minus nominal removed fraction beyond which a row is flagged (rounding is ~1/n).
+OFF_NOMINAL = 0.005
+
+
 @dataclass
 class Row:
     """One method variant: per removed fraction, its value per seed and their summary."""
@@ -58,6 +62,7 @@ class Row:
     proxy_epochs: float
     proxy_trainings: float
     score_seconds: float
+    removed: dict[float, float] = field(default_factory=dict)
     cells: dict[float, Summary] = field(default_factory=dict)
     deltas: dict[float, Difference] = field(default_factory=dict)
     best: set[float] = field(default_factory=set)
@@ -82,6 +87,15 @@ class Table:
     @property
     def ci_kinds(self) -> set[str]:
         return {d.kind for row in self.rows for d in row.deltas.values()}
+
+    @property
+    def off_nominal(self) -> list[Row]:
+        """Rows whose runs removed another fraction than the column says (dynamic pruning)."""
+        return [
+            r
+            for r in self.rows
+            if any(abs(removed - f) > OFF_NOMINAL for f, removed in r.removed.items())
+        ]
 
     @property
     def score_epochs(self) -> dict[str, float]:
@@ -171,6 +185,7 @@ def _rows(runs: pd.DataFrame, metric: Metric) -> list[Row]:
                 float(getattr(run, metric.key)) * metric.scale
             )
         score_epochs = same["score_epoch"].dropna().unique()
+        removed = same.dropna(subset=["removed"]).groupby("fraction")["removed"].mean()
         rows.append(
             Row(
                 name=names[(str(label), str(variant))],
@@ -181,6 +196,7 @@ def _rows(runs: pd.DataFrame, metric: Metric) -> list[Row]:
                 proxy_epochs=float(same["proxy_epochs"].mean()),
                 proxy_trainings=float(same["proxy_trainings"].mean()),
                 score_seconds=float(same["score_seconds"].mean()),
+                removed={round(float(f), 6): float(r) for f, r in removed.items()},
             )
         )
     return sorted(rows, key=lambda r: (r.method_name != BASELINE, r.name))

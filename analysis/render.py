@@ -65,6 +65,14 @@ def caption(table: Table, digits: int, pm: str = "±") -> str:
     for row in table.full:
         value = _summary(row.cells[0.0], digits, table.usual_n, pm)
         parts.append(f"{_full_name(row)} (no pruning): {value}.")
+    for row in table.off_nominal:
+        shares = ", ".join(
+            f"{100 * removed:.1f}% at {fraction_header(f)}" for f, removed in row.removed.items()
+        )
+        parts.append(
+            f"{row.name} actually removed {shares} of the example presentations "
+            "(the columns give the nominal fraction)."
+        )
     parts.append(
         "Cost of the scores: proxy training epochs and seconds to compute them "
         "(cached scores count what they cost when computed)."
@@ -255,6 +263,7 @@ def long_frame(tables: list[Table]) -> pd.DataFrame:
                         "fraction": fraction,
                         "n": s.n,
                         "seeds": ";".join(str(x) for x in sorted(row.values[fraction])),
+                        "removed_actual": row.removed.get(fraction, math.nan),
                         "mean": s.mean,
                         "std": s.std,
                         "best": fraction in row.best,

@@ -291,6 +291,23 @@ def test_protocols_never_mix(results_copy, capsys):
         assert row.mean == pytest.approx(want.loc[(1, row.method, row.fraction), "mean"])
 
 
+def test_a_row_that_removed_less_than_its_column_says_is_flagged(results_copy, capsys):
+    for path in results_copy.glob("digits_mlp_random_f*.json"):
+        record = json.loads(path.read_text())
+        nominal = record["cell"]["fraction"]
+        record["cell"]["method"] = record["cell"]["method_name"] = "infobatch"
+        record["selection"]["fraction_removed"] = nominal / 2
+        record["run_key"] = record["run_key"][::-1]
+        (results_copy / f"dynamic_{path.name}").write_text(json.dumps(record))
+    code, out, err = run_main(capsys, "leaderboard", results_copy)
+    assert code == 0, err
+    assert "infobatch actually removed 15.0% at 30%, 25.0% at 50%" in out
+    assert "random actually removed" not in out
+    table = leaderboard_csv(capsys, results_copy)
+    dynamic = table[(table.method == "infobatch") & (table.fraction == 0.3)]
+    assert (dynamic.removed_actual == 0.15).all()
+
+
 def test_variants_of_one_label_get_their_own_rows(results_copy, capsys):
     for path in results_copy.glob("digits_mlp_random_f*.json"):
         record = json.loads(path.read_text())
