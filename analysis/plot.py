@@ -16,20 +16,30 @@ from analysis.leaderboard import Table
 from analysis.render import title
 
 COLUMNS = 3
+# Ten colours, then the same colours with another line style and marker: up to 40 methods
+# stay distinguishable in print.
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
 
 
 def plot(tables: list[Table], stem: Path) -> list[Path]:
     """Write `stem`.png and `stem`.pdf; return their paths."""
     cols = min(COLUMNS, len(tables))
     rows = math.ceil(len(tables) / cols)
-    fig = Figure(figsize=(4.8 * cols, 3.6 * rows), layout="tight")
+    fig = Figure(figsize=(4.8 * cols + 1.6, 3.6 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     names = sorted({row.name for table in tables for row in table.rows})
-    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    styles = {name: line_style(i) for i, name in enumerate(names)}
     for ax, table in zip(axes.flat, tables, strict=False):
-        _panel(ax, table, colors)
+        _panel(ax, table, styles)
     for ax in axes.flat[len(tables) :]:
         ax.set_visible(False)
+    # one legend beside the panels, so that no line is hidden under it
+    legend = {}
+    for ax in axes.flat[: len(tables)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=7)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + suffix) for suffix in (".png", ".pdf")]
     for path in paths:
@@ -37,16 +47,21 @@ def plot(tables: list[Table], stem: Path) -> list[Path]:
     return paths
 
 
-def _panel(ax: Axes, table: Table, colors: dict[str, str]) -> None:
-    """One color per method across panels; the x ticks are the fractions that were run."""
+def line_style(i: int) -> dict[str, str]:
+    group = (i // 10) % len(LINESTYLES)
+    return {"color": f"C{i % 10}", "linestyle": LINESTYLES[group], "marker": MARKERS[group]}
+
+
+def _panel(ax: Axes, table: Table, styles: dict[str, dict[str, str]]) -> None:
+    """One style per method across panels; the x ticks are the fractions that were run."""
     for row in table.rows:
         fractions = sorted(row.cells)
         x = np.array([100 * f for f in fractions])
         mean = np.array([row.cells[f].mean for f in fractions])
         std = np.nan_to_num(np.array([row.cells[f].std for f in fractions]))
-        color = colors[row.name]
-        ax.plot(x, mean, marker="o", markersize=3, color=color, label=row.name)
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        style = styles[row.name]
+        ax.plot(x, mean, markersize=3, label=row.name, **style)
+        ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
     for row in table.full:
         full = row.cells[0.0]
         label = "full data" if row.name == "full" else f"full data ({row.name})"
@@ -58,4 +73,3 @@ def _panel(ax: Axes, table: Table, colors: dict[str, str]) -> None:
     ax.set_xlabel("removed fraction (%)")
     ax.set_ylabel(table.metric.title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from analysis.__main__ import main
 from analysis.collect import collect, protocol_config
+from analysis.plot import line_style
 from analysis.stats import difference
 from benchmarks.wandb_logger import cell_tags, flatten, run_summary
 
@@ -342,6 +343,11 @@ def test_plot_writes_png_and_pdf(results_dir, tmp_path, capsys):
     png, pdf = tmp_path / "fig" / "acc.png", tmp_path / "fig" / "acc.pdf"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+
+
+def test_forty_methods_get_forty_distinct_line_styles():
+    styles = {tuple(sorted(line_style(i).items())) for i in range(40)}
+    assert len(styles) == 40
 
 
 def test_collect_reads_wandb_runs_like_local_records(results_dir, monkeypatch):
