@@ -48,6 +48,7 @@ def plot(tables: list[Table], stem: Path) -> list[Path]:
 
 
 def line_style(i: int) -> dict[str, str]:
+    """Colour, line style and marker of the i-th method (alphabetical, same in every panel)."""
     group = (i // 10) % len(LINESTYLES)
     return {"color": f"C{i % 10}", "linestyle": LINESTYLES[group], "marker": MARKERS[group]}
 
