@@ -35,6 +35,7 @@ from benchmarks.results import (
 from benchmarks.seeding import derive_seed
 from benchmarks.train import (
     Checkpointing,
+    LossWeights,
     TrainSettings,
     budget_steps,
     evaluate_split,
@@ -244,6 +245,19 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     return record
 
 
+def weights_summary(weights: LossWeights | None) -> dict[str, Any]:
+    """What the record says about the subset's loss weights (aligned with the sorted kept set)."""
+    if weights is None:
+        return {"weighted": False}
+    values = weights.values.double().cpu().numpy()
+    return {
+        "weighted": True,
+        "weights_batch_normalised": weights.batch_normalise,
+        "weights": values.tolist(),
+        "weights_sum": float(values.sum()),
+    }
+
+
 def _completed(results_dir: Path, key: str, run_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """The newest record that makes this cell done: finished, or failed unless reruns are asked."""
     if not run_cfg.get("skip_completed", True):
@@ -280,6 +294,7 @@ def _execute(
             kept = np.arange(ctx.n)
         else:
             kept = select(scores, ctx.labels, spec, derive_seed(seed, "select"))
+        weights = method.subset_weights(ctx, kept) if static else None
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {
         "total": ctx.n,
@@ -291,6 +306,7 @@ def _execute(
         "kept_flipped": int(np.isin(prep.flipped, kept).sum()),
         "score_cost": vars(ctx.cost),
         "method_options": method.options(),
+        **weights_summary(weights),
     }
     model = prepare_model(ctx.build_model(None, derive_seed(seed, "init")), device, settings)
     keep_t = torch.from_numpy(kept).to(device)
@@ -325,6 +341,7 @@ def _execute(
             desc=f"{method.name} f={spec.fraction:g}",
             checkpointing=None if method.dynamic else checkpointing,
             sampler=sampler,
+            weights=weights,
             on_log=None if logger is None else lambda log: logger.log_epoch(log.as_dict()),
         )
     timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)

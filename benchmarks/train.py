@@ -197,6 +197,44 @@ def batch_order(
             step += 1
 
 
+@dataclass(frozen=True)
+class LossWeights:
+    """Per-example loss weights of a static training set (weighted coresets: CRAIG, GradMatch).
+
+    `values[i]` weighs row i of the trainer's (x, y). The batch loss is mean_b w_b l_b; with
+    `batch_normalise`, each batch's weights are first divided by their batch mean, so the
+    loss is sum_b w_b l_b / sum_b w_b (DeepCore's weighted training; a batch-mean-normalised
+    score weight as TDDS trains its subset).
+    """
+
+    values: torch.Tensor
+    batch_normalise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 1:
+            raise ValueError(
+                f"loss weights must be one per example, got shape {tuple(self.values.shape)}"
+            )
+        if not bool(torch.isfinite(self.values).all()) or bool((self.values < 0).any()):
+            raise ValueError("loss weights must be finite and >= 0")
+
+
+def weighted_batch_loss(
+    losses: torch.Tensor, weights: torch.Tensor | None, batch_normalise: bool = False
+) -> torch.Tensor:
+    """The loss one SGD step minimises: mean_b w_b l_b (plain mean without weights).
+
+    The one place where per-example weights enter training, for static subsets and
+    dynamic samplers (InfoBatch's rescaling) alike.
+    """
+    if weights is None:
+        return losses.mean()
+    weights = weights.to(losses.dtype)
+    if batch_normalise:
+        weights = weights / weights.mean().clamp_min(torch.finfo(losses.dtype).tiny)
+    return (losses * weights).mean()
+
+
 def _step_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -231,6 +269,7 @@ def train(
     stop_step: int | None = None,
     checkpointing: Checkpointing | None = None,
     sampler: PassSampler | None = None,
+    weights: LossWeights | None = None,
 ) -> list[EpochLog]:
     """Train `model` in place for `total_steps` SGD steps on (x, y); return per-epoch logs.
 
@@ -243,10 +282,17 @@ def train(
     of a longer training, as Data Diet does). With `checkpointing`, the state is saved
     every `every_steps` steps and a run finding a checkpoint resumes from it, ending
     with bitwise the same model on CPU. With a `sampler`, the examples of every pass are
-    redrawn by it (dynamic pruning) instead of being all of (x, y).
+    redrawn by it (dynamic pruning) instead of being all of (x, y). With `weights`, each
+    example's loss is weighted (a weighted subset); a sampler weights its own losses.
     """
     run_steps = total_steps if stop_step is None else min(stop_step, total_steps)
     device = x.device
+    if weights is not None:
+        if sampler is not None:
+            raise ValueError("a dynamic sampler weights its own losses; pass no static weights")
+        if weights.values.shape[0] != x.shape[0]:
+            raise ValueError(f"{weights.values.shape[0]} loss weights for {x.shape[0]} examples")
+        weight_values = weights.values.to(device)
     model.train()
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -292,11 +338,13 @@ def train(
             )
         if on_batch is not None:
             on_batch(step, idx, logits.detach().float(), targets)
-        if sampler is None:
-            loss = losses.mean()
-        else:
+        if sampler is not None:
             sampler.observe(idx, losses.detach())
-            loss = (losses * sampler.loss_weights(idx)).mean()
+            loss = weighted_batch_loss(losses, sampler.loss_weights(idx))
+        else:
+            batch_weights = None if weights is None else weight_values[idx]
+            normalise = weights is not None and weights.batch_normalise
+            loss = weighted_batch_loss(losses, batch_weights, normalise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

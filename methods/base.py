@@ -20,7 +20,7 @@ import torch
 from benchmarks.augment import Augment
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
-from benchmarks.train import TrainSettings
+from benchmarks.train import LossWeights, TrainSettings
 
 if TYPE_CHECKING:
     from benchmarks.cache import ScoreCache
@@ -118,6 +118,14 @@ class PruningMethod(ABC):
     def score(self, ctx: ScoreContext) -> np.ndarray:
         """The method's score, shape [ctx.n]: the mean over its independent runs."""
         return self.score_runs(ctx).mean(axis=0)
+
+    def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights | None:
+        """Per-example loss weights for the kept examples (`kept`: sorted positions), or None.
+
+        A weighted coreset (CRAIG, GradMatch) returns one weight per kept example, in the
+        order of `kept`; the trainer then weights each example's loss by it.
+        """
+        return None
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
