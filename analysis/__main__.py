@@ -3,6 +3,7 @@
 python -m analysis collect results --out runs.csv
 python -m analysis leaderboard results --format latex --out table.tex
 python -m analysis leaderboard wandb:ENTITY/PROJECT --group SWEEP --tag paper
+python -m analysis leaderboard wandb-offline:wandb     # runs logged offline, no server
 python -m analysis plot results --out figures/accuracy
 python -m analysis scores el2n.csv grand.csv forgetting.csv --out scores.md
 """
@@ -63,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "source", help="results directory (searched recursively) or wandb:ENTITY/PROJECT"
+        "source",
+        help="results directory (searched recursively), wandb:ENTITY/PROJECT, or "
+        "wandb-offline:DIR (the runs W&B wrote offline below DIR)",
     )
     p.add_argument("--group", help="W&B source only: runs of this group (e.g. a sweep)")
     p.add_argument("--tag", action="append", default=[], help="W&B source only: runs with this tag")

@@ -24,6 +24,7 @@ from benchmarks.results import RECORD_SCHEMA as SCHEMA
 from benchmarks.wandb_logger import METRIC_KEYS
 
 WANDB_PREFIX = "wandb:"
+WANDB_OFFLINE_PREFIX = "wandb-offline:"
 FULL = "full"
 CELL_KEYS = (
     "data",
@@ -52,15 +53,20 @@ class Collection:
 
 
 def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> Collection:
-    """Records of a results directory (recursive) or of `wandb:ENTITY/PROJECT`."""
+    """Records of a results directory (recursive), `wandb:ENTITY/PROJECT` or `wandb-offline:DIR`."""
     if source.startswith(WANDB_PREFIX):
         from analysis.wandb_source import wandb_records
 
         records = wandb_records(source[len(WANDB_PREFIX) :], group, tags)
+    elif source.startswith(WANDB_OFFLINE_PREFIX):
+        from analysis.wandb_offline import offline_records
+
+        records = offline_records(Path(source[len(WANDB_OFFLINE_PREFIX) :]), group, list(tags))
     else:
         if group or tags:
             raise AnalysisError(
-                "--group and --tag filter W&B runs; use them with wandb:ENTITY/PROJECT"
+                "--group and --tag filter W&B runs; use them with wandb:ENTITY/PROJECT "
+                "or wandb-offline:DIR"
             )
         records = local_records(Path(source))
     all_runs = records_frame(records)

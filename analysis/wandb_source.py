@@ -31,7 +31,7 @@ def wandb_records(path: str, group: str | None, tags: Sequence[str]) -> list[dic
     except Exception as err:
         raise AnalysisError(f"cannot list the runs of W&B project {path!r}: {err}") from None
     records = [
-        run_record(run)
+        run_record(run.config, run.summary_metrics, f"wandb:{'/'.join(run.path)}")
         for run in runs
         if (group is None or run.group == group) and set(tags) <= set(run.tags)
     ]
@@ -43,10 +43,11 @@ def wandb_records(path: str, group: str | None, tags: Sequence[str]) -> list[dic
     return records
 
 
-def run_record(run: Any) -> dict[str, Any] | None:
-    """The record fields a W&B run holds; None for a run prunebench did not log."""
-    config = unflatten({k: v for k, v in run.config.items() if not k.startswith("_")})
-    summary: Mapping[str, Any] = run.summary_metrics
+def run_record(
+    flat_config: Mapping[str, Any], summary: Mapping[str, Any], source: str
+) -> dict[str, Any] | None:
+    """The record fields a W&B run holds (from the API or offline files); None if not ours."""
+    config = unflatten({k: v for k, v in flat_config.items() if not k.startswith("_")})
     if "cell" not in config or "run_key" not in config or "status" not in summary:
         return None
     cell, key = config.pop("cell"), config.pop("run_key")
@@ -60,7 +61,7 @@ def run_record(run: Any) -> dict[str, Any] | None:
         "timings": dict(summary.get("timings") or {}),
         "started_at": summary.get("started_at"),
         "finished_at": summary.get("finished_at"),
-        "record_path": f"wandb:{'/'.join(run.path)}",
+        "record_path": source,
     }
     if "selection" in summary:
         record["selection"] = dict(summary["selection"])

@@ -149,6 +149,8 @@ class WandbLogger:
                 group=self.group or sweep_group(),
                 tags=[*self.tags, *cell_tags(cell)],
                 name=run_name(cell),
+                id=record["run_key"],  # one W&B run per cell: a rerun continues it
+                resume="allow",
                 config=config,
                 mode=self.mode,
                 job_type="train",
@@ -173,12 +175,15 @@ class WandbLogger:
     def finish(self, record: Mapping[str, Any], scores: np.ndarray | None = None) -> None:
         """Log curve rows not logged live, the summary, optionally the scores; close the run.
 
-        `scores` are the method's per-example scores in training-set order.
+        Rows up to the step a resumed run restarted from were logged live by the attempt that
+        wrote the checkpoint, into the same W&B run. `scores` are the method's per-example
+        scores in training-set order.
         """
         if self._run is None:
             return
+        resumed_from = int((record.get("train") or {}).get("resumed_from_step", 0))
         for row in record.get("curve", []):
-            if int(row["epoch"]) not in self._logged_epochs:
+            if int(row["step"]) > resumed_from and int(row["epoch"]) not in self._logged_epochs:
                 self.log_epoch(row)
         run = self._run
         if run is None:

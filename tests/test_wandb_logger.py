@@ -1,13 +1,13 @@
 """W&B logger: offline runs hold what the record holds; a W&B failure never costs the record.
 
 Offline runs are read back from their `.wandb` file (a LevelDB-style log of W&B's own
-protobuf records), since wandb-core writes no wandb-summary.json offline.
+protobuf records, framed by analysis.wandb_offline), since wandb-core writes no
+wandb-summary.json offline.
 """
 
 import json
 import logging
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -20,30 +20,18 @@ import wandb
 from hydra import compose, initialize_config_dir
 from wandb.proto import wandb_internal_pb2
 
+from analysis.__main__ import main as analysis_main
+from analysis.wandb_offline import attempt_order, log_payloads
+from analysis.wandb_offline import offline_runs as offline_runs_of
 from benchmarks import pipeline
 from benchmarks.errors import ConfigError
 from benchmarks.wandb_logger import WandbLogger, flatten, make_logger, unflatten
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = 32768
-HEADER = 7  # ":W&B", magic, version; each chunk: crc32 (4), length (2), type (1)
 
 
 def wandb_records(path: Path) -> list[Any]:
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, payload, pos = [], b"", HEADER
-    while pos + HEADER <= len(data):
-        if BLOCK - pos % BLOCK < HEADER:
-            pos += BLOCK - pos % BLOCK
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        payload += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a full record, or the last chunk of one
-            records.append(wandb_internal_pb2.Record.FromString(payload))
-            payload = b""
-    return records
+    return [wandb_internal_pb2.Record.FromString(p) for p in log_payloads(path)]
 
 
 def read_offline_run(run_dir: Path) -> dict[str, Any]:
@@ -210,7 +198,7 @@ def test_flatten_round_trips_a_config():
     assert unflatten(flatten(config)) == config
 
 
-def test_multirun_logs_each_run_offline_in_the_sweep_group(tmp_path):
+def test_offline_sweep_rebuilds_the_local_leaderboard_cell_by_cell(tmp_path, capsys):
     env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     env.pop("WANDB_MODE", None)
     proc = subprocess.run(
@@ -219,6 +207,7 @@ def test_multirun_logs_each_run_offline_in_the_sweep_group(tmp_path):
             str(ROOT / "run.py"),
             "-m",
             "seed=0,1",
+            "prune.fraction=0.3,0.5",
             "model=mlp",
             "train.epochs=1",
             "logger=wandb",
@@ -239,11 +228,57 @@ def test_multirun_logs_each_run_offline_in_the_sweep_group(tmp_path):
         for r in (json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json"))
     }
     runs = [read_offline_run(d) for d in offline_runs(tmp_path)]
-    assert len(runs) == len(local) == 2
+    assert len(runs) == len(local) == 4
     for run in runs:
         mine = local[run["summary"]["run_key"]]
         assert run["summary"]["test_acc"] == pytest.approx(mine["metrics"]["test_acc"])
         assert run["group"] == str(tmp_path / "sweep") and run["exit_code"] == 0
+    tables = {}
+    for source in (str(tmp_path / "results"), f"wandb-offline:{tmp_path / 'wandb'}"):
+        assert analysis_main(["leaderboard", source, "--format", "csv", "--digits", "6"]) == 0
+        tables[source] = capsys.readouterr().out
+    from_local, from_wandb = tables.values()
+    assert "random" in from_local and from_wandb == from_local
+
+
+def test_a_resumed_cell_continues_its_wandb_run_and_a_finished_one_opens_none(
+    tmp_path, monkeypatch
+):
+    log_epoch = WandbLogger.log_epoch
+
+    def interrupt_at_epoch_3(self, row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt  # as Ctrl-C, kill or preemption: no record, a checkpoint
+        log_epoch(self, row)
+
+    cfg = compose_config(
+        tmp_path,
+        "logger=wandb",
+        f"logger.dir={tmp_path}",
+        "train.epochs=4",
+        "run.checkpoint_steps=6",
+    )
+    monkeypatch.setattr(WandbLogger, "log_epoch", interrupt_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, progress=False)
+    monkeypatch.setattr(WandbLogger, "log_epoch", log_epoch)
+    record = pipeline.run(cfg, progress=False)
+    resumed_from = record["train"]["resumed_from_step"]
+    assert record["status"] == "finished" and resumed_from > 0
+    assert "skipped" in pipeline.run(cfg, progress=False)  # a finished cell opens no W&B run
+    wandb.teardown()
+    first, second = (read_offline_run(d) for d in offline_runs(tmp_path))
+    assert {p.name for d in offline_runs(tmp_path) for p in d.glob("*.wandb")} == {
+        f"run-{record['run_key']}.wandb"
+    }
+    assert [row["epoch"] for row in first["history"]] == [1, 2]
+    steps = {row["epoch"]: row["step"] for row in record["curve"]}
+    assert [row["epoch"] for row in second["history"]] == [
+        e for e, step in steps.items() if step > resumed_from
+    ]
+    (merged,) = offline_runs_of(tmp_path)
+    assert merged.summary["status"] == "finished" and merged.exit_code == 0
+    assert merged.summary["test_acc"] == pytest.approx(record["metrics"]["test_acc"])
 
 
 def test_wandb_init_failure_keeps_the_local_record(tmp_path, monkeypatch, caplog):
@@ -276,3 +311,27 @@ def test_epochs_are_logged_live_each_once_before_the_run_finishes(tmp_path, monk
     record = pipeline.run(cfg, progress=False)
     assert record["status"] == "finished"
     assert calls == [1, 2, 3, "finish"]
+
+
+def test_offline_reader_keeps_the_whole_records_of_a_torn_file_and_orders_attempts(
+    record, tmp_path
+):
+    logger = WandbLogger(mode="offline", dir=str(tmp_path))
+    logger.start(record)
+    logger.finish(record)
+    wandb.teardown()
+    (path,) = offline_runs(tmp_path)[0].glob("run-*.wandb")
+    whole = list(log_payloads(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5])  # killed mid-write: the last record is torn
+    assert list(log_payloads(path)) == whole[:-1]
+    flipped = bytearray(data)
+    flipped[20] ^= 0xFF  # a flipped byte in the first record fails its CRC: nothing after it
+    path.write_bytes(bytes(flipped))
+    assert list(log_payloads(path)) == []
+    names = [
+        "offline-run-20261201_100000-k-1",
+        "offline-run-20261201_100000-k",
+        "run-20261130_235959-k",
+    ]
+    assert sorted(names, key=lambda n: attempt_order(n, "k")) == [names[2], names[1], names[0]]
