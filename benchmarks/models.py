@@ -12,15 +12,24 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from benchmarks.errors import ConfigError
+from benchmarks.library_models import check_timm, check_torchvision, timm_body, torchvision_body
 from benchmarks.registry import Registry
 
 Body = nn.Module
 BodyFactory = Callable[..., tuple[Body, int]]
 
 MODELS: Registry[BodyFactory] = Registry("model")
+MODELS.register("timm")(timm_body)
+MODELS.register("torchvision")(torchvision_body)
+# deeper checks than the option names, for models built by another library
+LIBRARY_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "timm": check_timm,
+    "torchvision": check_torchvision,
+}
 
 
 class Classifier(nn.Module):
@@ -84,11 +93,15 @@ def check_model(name: str, options: Mapping[str, Any]) -> None:
             f"model '{name}' has no option {', '.join(unknown)}; its options: "
             f"{', '.join(allowed) or '(none)'}"
         )
+    if name in LIBRARY_CHECKS:
+        LIBRARY_CHECKS[name](options)
 
 
 def model_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture options of a `model` config section (everything but its name)."""
-    return {str(k): v for k, v in dict(cfg).items() if k != "name"}
+    """The architecture options of a `model` config section (everything but its name),
+    as plain containers (they are hashed into score-cache keys and passed to libraries)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return {str(k): v for k, v in dict(plain).items() if k != "name"}
 
 
 def model_names() -> list[str]:

@@ -49,7 +49,8 @@ def test_normalisation_uses_the_data_set_statistics():
 
 def test_unknown_model_names_the_value_and_the_choices():
     with pytest.raises(
-        ConfigError, match="unknown model 'vgg'; available: cnn, mlp, resnet18, resnet50"
+        ConfigError,
+        match="unknown model .vgg.; available: cnn, mlp, resnet18, resnet50, timm, torchvision",
     ):
         build_model("vgg", 3, 10, (32, 32), (0.5,) * 3, (0.25,) * 3)
-    assert model_names() == ["cnn", "mlp", "resnet18", "resnet50"]
+    assert model_names() == ["cnn", "mlp", "resnet18", "resnet50", "timm", "torchvision"]
