@@ -29,6 +29,7 @@ from PIL import Image
 
 from benchmarks.atomic import atomic_write
 from benchmarks.cache import content_key
+from benchmarks.download import Remote, download_lock, fetch
 from benchmarks.errors import ConfigError, DataError
 from benchmarks.registry import Registry
 
@@ -36,8 +37,9 @@ DEFAULT_ROOT = "~/.cache/prunebench/data"
 DEFAULT_CACHE = "~/.cache/prunebench"
 CACHE_FORMAT = 1
 HOW_TO_GET = (
-    "get them with data.download=true (torchvision download, needs internet), or point "
-    "data.root or the environment variable PRUNEBENCH_DATA at a folder that holds them"
+    "get them with data.download=auto or data.download=true (the official download, needs "
+    "internet), or point data.root or the environment variable PRUNEBENCH_DATA at a folder "
+    "that holds them"
 )
 CACHE_HINT = "point data.cache_dir or PRUNEBENCH_CACHE at a writable folder"
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
@@ -131,20 +133,30 @@ class Source:
     name: str
     root: Path
     cache_dir: Path
-    download: bool
+    download: bool | str
     path: Path | None
+    mirror: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Source:
         root = _absolute(cfg.get("root") or os.environ.get("PRUNEBENCH_DATA") or DEFAULT_ROOT)
         cache = cfg.get("cache_dir") or os.environ.get("PRUNEBENCH_CACHE") or DEFAULT_CACHE
         path = cfg.get("path")
+        download = cfg.get("download", False)
+        if not (isinstance(download, bool) or download == "auto"):
+            raise ConfigError(
+                f"data.download={download!r} is not allowed; use auto (download what is "
+                "missing where an official download exists), true (the same, and an error "
+                "where none exists) or false (never download)"
+            )
+        mirror = cfg.get("mirror") or os.environ.get("PRUNEBENCH_MIRROR") or None
         return cls(
             name=str(cfg.get("label") or cfg.get("name")),
             root=root,
             cache_dir=_absolute(cache),
-            download=bool(cfg.get("download", False)),
+            download=download,
             path=None if path is None else root / Path(str(path)).expanduser(),
+            mirror=mirror,
         )
 
 
@@ -368,24 +380,30 @@ def _write_cache(path: Path, ds: DataSet) -> None:
 def _locate(
     source: Source,
     layouts: Sequence[Sequence[Path]],
-    fetch: Callable[[], object],
+    remotes: Callable[[], Sequence[Remote]] | None,
     alternatives: str = "",
+    how_to_get: str = HOW_TO_GET,
 ) -> list[Path]:
-    """The files of the first complete layout, downloading with torchvision when asked."""
+    """The files of the first complete layout, downloading the official files when allowed.
+
+    `remotes` is None for a data set without a public download: `download=auto` then only
+    says where to get the files, `download=true` says there is nothing to download.
+    """
     found = _first_complete(layouts)
-    if found is None and source.download:
-        try:
-            fetch()
-        except (OSError, RuntimeError, ValueError) as err:
-            raise DataError(
-                f"{source.name}: torchvision could not download the data ({err}); it needs "
-                "internet, or point data.root or PRUNEBENCH_DATA at a folder with the files"
-            ) from None
-        found = _first_complete(layouts)
+    if found is None and source.download is True and remotes is None:
+        raise DataError(
+            f"{source.name}: data.download=true but it has no public download; {how_to_get}"
+        )
+    if found is None and source.download and remotes is not None:
+        with download_lock(source.name, source.root):
+            found = _first_complete(layouts)
+            if found is None:
+                fetch(source.name, remotes(), source.root, source.mirror)
+                found = _first_complete(layouts)
     if found is None:
         expected = ", ".join(str(p) for p in layouts[0])
         raise DataError(
-            f"{source.name}: data files not found; expected {expected}{alternatives}; {HOW_TO_GET}"
+            f"{source.name}: data files not found; expected {expected}{alternatives}; {how_to_get}"
         )
     return found
 
@@ -436,18 +454,22 @@ def _register_idx(name: str, folder: str, torchvision_name: str, classes: tuple[
             for ext in exts
         ]
 
-        def fetch() -> object:
-            import torchvision.datasets
-
-            return getattr(torchvision.datasets, torchvision_name)(
-                str(source.root), train=True, download=True
-            )
-
         hint = f" (or the same files, plain or gzip, in {dirs[1]} or {dirs[2]})"
-        files = _locate(source, layouts, fetch, hint)
+        files = _locate(source, layouts, lambda: _idx_remotes(torchvision_name), hint)
         return _cached(name, files, source, lambda: _decode_idx(name, files, classes))
 
     DATASETS.register(name)(load)
+
+
+def _idx_remotes(torchvision_name: str) -> list[Remote]:
+    """torchvision's mirrors and MD5s, its raw/ layout (which the loader reads as it is)."""
+    import torchvision.datasets
+
+    dataset = getattr(torchvision.datasets, torchvision_name)
+    return [
+        Remote(tuple(m + file for m in dataset.mirrors), f"{torchvision_name}/raw/{file}", md5)
+        for file, md5 in dataset.resources
+    ]
 
 
 def _decode_idx(name: str, files: Sequence[Path], classes: tuple[str, ...]) -> DataSet:
@@ -489,7 +511,7 @@ _register_idx("fashion_mnist", "fashion-mnist", "FashionMNIST", FASHION_CLASSES)
 def _cifar10(source: Source) -> DataSet:
     folder = source.root / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-    files = _locate(source, [[folder / n for n in names]], lambda: _torchvision("CIFAR10", source))
+    files = _locate(source, [[folder / n for n in names]], lambda: _cifar_remotes("CIFAR10"))
     return _cached(
         "cifar10",
         files,
@@ -504,7 +526,7 @@ def _cifar100(source: Source) -> DataSet:
     files = _locate(
         source,
         [[folder / n for n in ("train", "test", "meta")]],
-        lambda: _torchvision("CIFAR100", source),
+        lambda: _cifar_remotes("CIFAR100"),
     )
     return _cached(
         "cifar100",
@@ -516,10 +538,12 @@ def _cifar100(source: Source) -> DataSet:
     )
 
 
-def _torchvision(dataset: str, source: Source) -> object:
+def _cifar_remotes(torchvision_name: str) -> list[Remote]:
+    """The python-pickle tarball at the URL and MD5 torchvision uses, unpacked into the root."""
     import torchvision.datasets
 
-    return getattr(torchvision.datasets, dataset)(str(source.root), download=True)
+    dataset = getattr(torchvision.datasets, torchvision_name)
+    return [Remote((dataset.url,), dataset.filename, dataset.tgz_md5, extract=True)]
 
 
 def _decode_cifar(
@@ -563,15 +587,18 @@ def _unpickle(path: Path, *keys: str) -> dict[str, Any]:
 def _svhn(source: Source) -> DataSet:
     files = [source.root / "train_32x32.mat", source.root / "test_32x32.mat"]
 
-    def fetch() -> object:
-        import torchvision.datasets
-
-        return [torchvision.datasets.SVHN(str(source.root), split=s, download=True) for s in SPLITS]
-
-    files = _locate(source, [files], fetch)
+    files = _locate(source, [files], _svhn_remotes)
     return _cached(
         "svhn", files, source, lambda: _assemble("svhn", *map(_read_svhn, files), DIGIT_CLASSES)
     )
+
+
+def _svhn_remotes() -> list[Remote]:
+    """torchvision's URLs and MD5s of the two .mat files."""
+    import torchvision.datasets
+
+    splits = torchvision.datasets.SVHN.split_list
+    return [Remote((url,), file, md5) for url, file, md5 in (splits[s] for s in SPLITS)]
 
 
 def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from benchmarks.atomic import atomic_write
 
 RECORD_SCHEMA = 1
 CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
-DATA_LOCATION_KEYS = ("root", "cache_dir", "download")
+DATA_LOCATION_KEYS = ("root", "cache_dir", "download", "mirror")
 # How fast the same training runs, not what it computes: a compiled rerun is the same cell.
 SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
 PROJECT_DIR = Path(__file__).resolve().parent.parent

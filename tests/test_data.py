@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from loopback import md5, serve
 from omegaconf import OmegaConf
 from PIL import Image
 from scipy.io import savemat
@@ -231,29 +232,19 @@ def mnist_root(tmp_path):
     return tmp_path
 
 
-def test_download_asks_torchvision_then_reads_its_raw_files(tmp_path, monkeypatch):
+def test_download_fetches_torchvisions_mnist_files_and_reads_its_raw_layout(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    calls = []
-
-    def fake_download(root, train, download):
-        calls.append((root, train, download))
-        fake_mnist(Path(root) / "MNIST" / "raw", suffix="")
-
-    monkeypatch.setattr(torchvision.datasets, "MNIST", fake_download)
-    ds = load_dataset(mnist_cfg(tmp_path, tmp_path / "cache", download=True))
-    assert calls == [(str(tmp_path), True, True)] and ds.train_x.shape[0] == 20
-
-
-def test_failed_download_says_why(tmp_path, monkeypatch):
-    import torchvision.datasets
-
-    def offline(root, train, download):
-        raise OSError("Name or service not known")
-
-    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    with pytest.raises(DataError, match=r"mnist: torchvision could not download.*not known"):
-        load_dataset(mnist_cfg(tmp_path, tmp_path / "cache", download=True))
+    with serve(tmp_path / "www") as mirror:
+        files = fake_mnist(mirror.path_of(torchvision.datasets.MNIST.mirrors[0]))
+        resources = [(f.name, md5(f)) for f in files]
+        monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)
+        ds = load_dataset(
+            mnist_cfg(tmp_path / "data", tmp_path / "c", download=True, mirror=mirror.url)
+        )
+    assert ds.train_x.shape == (20, 1, 4, 4) and ds.test_y.tolist() == list(range(10))
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f.name for f in files)
 
 
 @pytest.mark.parametrize(
@@ -272,7 +263,13 @@ def test_missing_files_say_where_and_how_to_get_them(tmp_path, name, first_file)
     message = str(err.value)
     assert message.startswith(f"{name}: data files not found")
     assert str(tmp_path / first_file) in message
-    for hint in ("data.download=true", "data.root", "PRUNEBENCH_DATA", "internet"):
+    for hint in (
+        "data.download=auto",
+        "data.download=true",
+        "data.root",
+        "PRUNEBENCH_DATA",
+        "internet",
+    ):
         assert hint in message
     assert "\n" not in message
 

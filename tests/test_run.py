@@ -130,10 +130,14 @@ def test_validation_split_is_carved_from_training_and_recorded(tmp_path):
         (["model.name=vgg"], "unknown model 'vgg'; available: cnn, mlp, resnet18, resnet50"),
         (["method.name=el3n"], "unknown method 'el3n'; available: aum, d2, dyn_unc, el2n"),
         (["prune.fraction=1.2"], "prune.fraction=1.2 is outside [0, 1)"),
-        (["data.name=imagenet"], "unknown data set 'imagenet'; available: cifar10"),
+        (["data.name=imagenet9k"], "unknown data set 'imagenet9k'; available: cifar10"),
         (
-            ["data=fashion_mnist", "data.root=/nonexistent"],
+            ["data=fashion_mnist", "data.root=/nonexistent", "data.download=false"],
             "expected /nonexistent/fashion-mnist/train-images-idx3-ubyte.gz",
+        ),
+        (
+            ["data=fashion_mnist", "data.root=/dev/null/data"],
+            "fashion_mnist: cannot write to the data root /dev/null/data",
         ),
     ],
 )
