@@ -45,7 +45,7 @@ from benchmarks.train import (
 from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
 from methods.base import PruningMethod, ScoreContext
-from methods.select import PruneSpec, kept_count, select
+from methods.select import PruneSpec, kept_count
 
 
 class Timer:
@@ -161,14 +161,15 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
     )
     val_t = torch.from_numpy(val_index)
+    ctx.val_x, ctx.val_y = ds.train_x[val_t].to(device), ds.train_y[val_t].to(device)
     return Prepared(
         ds=ds,
         train_index=train_index,
         val_index=val_index,
         flipped=flipped.numpy(),
         ctx=ctx,
-        val_x=ds.train_x[val_t].to(device),
-        val_y=ds.train_y[val_t].to(device),
+        val_x=ctx.val_x,
+        val_y=ctx.val_y,
         test_x=ds.test_x.to(device),
         test_y=ds.test_y.to(device),
     )
@@ -293,7 +294,7 @@ def _execute(
         if scores is None:
             kept = np.arange(ctx.n)
         else:
-            kept = select(scores, ctx.labels, spec, derive_seed(seed, "select"))
+            kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"))
         weights = method.subset_weights(ctx, kept) if static else None
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {

@@ -2,7 +2,11 @@
 
 from methods import (  # noqa: F401  (registration side effect)
     aum,
+    cal,
+    contextual_diversity,
     d2,
+    deepfool,
+    dual,
     dyn_unc,
     el2n,
     entropy,
@@ -14,12 +18,14 @@ from methods import (  # noqa: F401  (registration side effect)
     input_norm,
     kcenter,
     least_confidence,
+    loss,
     margin,
     moderate,
     prototypes,
     random,
     rs2,
     tdds,
+    vog,
 )
 from methods.registry import get_method, method_classes, method_names
 

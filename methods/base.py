@@ -21,6 +21,7 @@ from benchmarks.augment import Augment
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
 from benchmarks.train import LossWeights, TrainSettings
+from methods.select import PruneSpec, select
 
 if TYPE_CHECKING:
     from benchmarks.cache import ScoreCache
@@ -64,6 +65,9 @@ class ScoreContext:
     model_options: dict[str, Any] = field(default_factory=dict)
     cache: ScoreCache | None = None
     cost: ScoreCost = field(default_factory=ScoreCost)
+    # the validation split (data.val_size), for methods that match it (Glister, GradMatch)
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -77,6 +81,15 @@ class ScoreContext:
     def labels_hash(self) -> str:
         """Scores depend on the labels, which label noise changes without changing the data."""
         return hashlib.sha256(self.labels.astype(np.int64).tobytes()).hexdigest()
+
+    @property
+    def val_hash(self) -> str:
+        """What identifies the validation split a score was matched to: its images and labels."""
+        if self.val_x is None or self.val_y is None:
+            return ""
+        digest = hashlib.sha256(self.val_x.cpu().numpy().tobytes())
+        digest.update(self.val_y.cpu().numpy().astype(np.int64).tobytes())
+        return digest.hexdigest()
 
     def build_model(self, name: str | None, seed: int) -> Classifier:
         """A fresh model (the run's architecture unless `name` is given) seeded by `seed`."""
@@ -118,6 +131,15 @@ class PruningMethod(ABC):
     def score(self, ctx: ScoreContext) -> np.ndarray:
         """The method's score, shape [ctx.n]: the mean over its independent runs."""
         return self.score_runs(ctx).mean(axis=0)
+
+    def select_subset(
+        self, ctx: ScoreContext, scores: np.ndarray, spec: PruneSpec, seed: int
+    ) -> np.ndarray:
+        """Sorted positions of the kept examples: `spec`'s rule over the scores.
+
+        A method whose paper selects by its own sampling (DUAL's Beta sampling) overrides it.
+        """
+        return select(scores, ctx.labels, spec, seed)
 
     def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights | None:
         """Per-example loss weights for the kept examples (`kept`: sorted positions), or None.

@@ -16,43 +16,70 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.errors import ConfigError
 from benchmarks.seeding import derive_seed
 from methods.base import ScoreContext
 from methods.dynamics import Proxy, proxy_material, train_proxy
 from methods.proxy_method import ProxyMethod
 
+OUTPUTS = ("features", "logits")
 
-def proxy_features(ctx: ScoreContext, proxy: Proxy, run: int, epoch: int) -> np.ndarray:
-    """Float32 [N, D] penultimate features of proxy run `run` at epoch `epoch`.
+
+def proxy_outputs(
+    ctx: ScoreContext, proxy: Proxy, run: int, epoch: int, with_val: bool = False
+) -> dict[str, np.ndarray]:
+    """Float32 penultimate `features` [N, D] and `logits` [N, K] of proxy run `run` at `epoch`.
 
     Eval mode, un-augmented images, no autocast: distances between features need float32.
+    `with_val` adds `val_features` and `val_logits`, the same proxy's outputs on the
+    validation split (`ctx.val_x`), from the same training.
     """
+    splits = {"": ctx.train_x}
+    if with_val:
+        if ctx.val_x is None or ctx.val_y is None or not ctx.val_y.numel():
+            raise ConfigError("this method needs a validation split: set data.val_size > 0")
+        splits["val_"] = ctx.val_x
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         start = time.perf_counter()
         model = train_proxy(ctx, proxy, run, epoch)
         batch_size = ctx.proxy_settings(proxy.epochs).eval_batch_size
-        with torch.inference_mode():
-            parts = [
-                model.features(ctx.train_x[i : i + batch_size]).float().cpu()
-                for i in range(0, ctx.n, batch_size)
-            ]
+        arrays = {}
+        for prefix, images in splits.items():
+            features, logits = [], []
+            with torch.inference_mode():
+                for i in range(0, images.shape[0], batch_size):
+                    h = model.features(images[i : i + batch_size]).float()
+                    features.append(h.cpu())
+                    logits.append(model.head(h).float().cpu())
+            arrays[f"{prefix}features"] = torch.cat(features).numpy()
+            arrays[f"{prefix}logits"] = torch.cat(logits).numpy()
         if epoch > 0:
             ctx.cost.trainings_run += 1
         meta = {
             "proxy_epochs": float(epoch),
             "proxy_trainings": int(epoch > 0),
             "seconds": time.perf_counter() - start,
+            "outputs": list(OUTPUTS),
         }
-        return {"features": torch.cat(parts).numpy()}, meta
+        return arrays, meta
 
     material = {**proxy_material(ctx, proxy, run), "epoch": epoch, "output": "features"}
+    if with_val:
+        material["val"] = ctx.val_hash
     if ctx.cache is None:
         arrays, meta = compute()
     else:
-        arrays, meta = ctx.cache.load_or_compute("features", material, compute)
+        arrays, meta = ctx.cache.load_or_compute(
+            "features", material, compute, lambda m: set(m.get("outputs", ())) >= set(OUTPUTS)
+        )
     ctx.cost.add_artifact(meta)
-    return arrays["features"]
+    return arrays
+
+
+def proxy_features(ctx: ScoreContext, proxy: Proxy, run: int, epoch: int) -> np.ndarray:
+    """Float32 [N, D] penultimate features of proxy run `run` at epoch `epoch`."""
+    return proxy_outputs(ctx, proxy, run, epoch)["features"]
 
 
 def order_scores(order: np.ndarray) -> np.ndarray:
@@ -82,10 +109,14 @@ class FeatureMethod(ProxyMethod):
 
     def features(self, ctx: ScoreContext, run: int) -> torch.Tensor:
         """Float64 features [N, D] on the context's device: distances need the precision."""
+        found = self.outputs(ctx, run)["features"]
+        return torch.from_numpy(found).to(ctx.device, torch.float64)
+
+    def outputs(self, ctx: ScoreContext, run: int, with_val: bool = False) -> dict[str, np.ndarray]:
+        """The proxy's float32 features and logits at the method's epoch (see proxy_outputs)."""
         proxy = self.proxy_spec
         epoch = ctx.proxy_settings(proxy.epochs).epochs if self.epoch is None else self.epoch
-        found = proxy_features(ctx, proxy, run, epoch)
-        return torch.from_numpy(found).to(ctx.device, torch.float64)
+        return proxy_outputs(ctx, proxy, run, epoch, with_val)
 
     def run_seed(self, run: int, purpose: str, *index: int) -> int:
         """A seed for the method's own randomness, fixed by the score seed and the run."""

@@ -1,0 +1,128 @@
+"""VoG (Agarwal, D'souza, Hooker, CVPR 2022): variance of input gradients across checkpoints."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from methods.base import ScoreContext
+from methods.dynamics import proxy_material, train_proxy
+from methods.proxy_method import ProxyMethod
+from methods.registry import register
+
+
+def true_logit_input_gradients(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """d z_y / d input [N, H, W], averaged over colour channels, eval mode.
+
+    z_y is the pre-softmax logit of the label; the input is the normalised image the
+    model's body sees.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        z = model.normalize(x[i : i + batch_size]).requires_grad_(True)
+        logits = model.head(model.body(z))
+        chosen = logits.gather(1, y[i : i + batch_size, None]).sum()
+        (grad,) = torch.autograd.grad(chosen, z)
+        out.append(grad.double().mean(dim=1))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+class GradientMoments:
+    """Running per-pixel mean and squared deviations over checkpoints (Welford)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def add(self, grads: torch.Tensor) -> None:
+        self.count += 1
+        if self.mean is None:
+            self.mean, self.m2 = grads.clone(), torch.zeros_like(grads)
+            return
+        delta = grads - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (grads - self.mean)
+
+    def vog(self) -> torch.Tensor:
+        """Mean over pixels of sqrt(1/K sum_t (g_t - mean_t g)^2): the paper's VoG [N]."""
+        return (self.m2 / self.count).sqrt().flatten(1).mean(dim=1)
+
+
+def class_normalised(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(v - mean_c) / std_c within each class c (population std), as the paper."""
+    out = np.empty_like(values, dtype=np.float64)
+    for label in np.unique(labels):
+        members = labels == label
+        spread = values[members].std()
+        out[members] = (values[members] - values[members].mean()) / (spread if spread > 0 else 1.0)
+    return out
+
+
+@register
+@dataclass
+class VoG(ProxyMethod):
+    """VoG over the proxy's checkpoints after each of its epochs 1..`horizon`.
+
+    Deviations: the checkpoints are the end of every proxy epoch up to `horizon` (the
+    paper takes K checkpoints spread over a full training); gradients are w.r.t. the
+    normalised input.
+    """
+
+    name = "vog"
+    summary = (
+        "class-normalised mean over pixels of the std over checkpoints of d logit_y / d input "
+        "(channel-averaged)"
+    )
+    paper = (
+        "Agarwal, D'souza, Hooker. Estimating Example Difficulty using Variance of Gradients. "
+        "CVPR 2022"
+    )
+    direction = "high = input gradients vary across training = hard = kept first"
+
+    runs: int = 1
+    horizon: int | None = None
+    batch_size: int = 256
+
+    def score_runs(self, ctx: ScoreContext) -> np.ndarray:
+        return np.stack([self._run(ctx, k) for k in range(self.runs)])
+
+    def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        proxy = self.proxy_spec
+        end = ctx.proxy_settings(proxy.epochs).epochs if self.horizon is None else self.horizon
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            start = time.perf_counter()
+            moments = GradientMoments()
+
+            def on_epoch(epoch: int, model: torch.nn.Module) -> None:
+                if 1 <= epoch <= end:
+                    moments.add(
+                        true_logit_input_gradients(model, ctx.train_x, ctx.train_y, self.batch_size)
+                    )
+
+            train_proxy(ctx, proxy, run, end, on_epoch=on_epoch)
+            ctx.cost.trainings_run += 1
+            meta = {
+                "proxy_epochs": float(end),
+                "proxy_trainings": 1,
+                "seconds": time.perf_counter() - start,
+            }
+            return {"vog": moments.vog().cpu().numpy()}, meta
+
+        material = {**proxy_material(ctx, proxy, run), "horizon": end, "output": "vog"}
+        if ctx.cache is None:
+            arrays, meta = compute()
+        else:
+            arrays, meta = ctx.cache.load_or_compute("vog", material, compute)
+        ctx.cost.add_artifact(meta)
+        return class_normalised(arrays["vog"], ctx.labels)
