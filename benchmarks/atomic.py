@@ -2,7 +2,9 @@
 
 Every file prunebench writes for others to read (records, score artifacts, data caches,
 checkpoints, score exports) goes through here: a temp file in the same directory,
-fsync, then rename over the target.
+fsync, then rename over the target. The file gets the mode any other tool would give it
+(0666 less the process umask), so that collaborators sharing a results or cache folder can
+read it; `tempfile.mkstemp` alone would leave it 0600.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], None], binary: bool = Tr
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
             f.flush()
@@ -27,6 +30,20 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], None], binary: bool = Tr
     finally:
         Path(tmp).unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
