@@ -3,13 +3,16 @@
 An artifact is a set of named numpy arrays plus JSON metadata in one `.npz` file.
 Writers take a file lock, so that two jobs needing the same artifact compute it
 once; files appear by atomic rename, so that a reader never sees half a file,
-even when a writer is killed with SIGKILL.
+even when a writer is killed with SIGKILL. A reader checks that the artifact holds what
+it asked for (its stored kind and material), so that a file copied or renamed over
+another is recomputed, not used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +25,7 @@ from benchmarks.atomic import atomic_write
 
 Arrays = dict[str, np.ndarray]
 META_KEY = "__meta__"
+log = logging.getLogger(__name__)
 
 
 def content_key(material: Mapping[str, Any]) -> str:
@@ -49,18 +53,46 @@ class ScoreCache:
         needs (e.g. a proxy training recorded further than the epoch asked for).
         """
         path = self.path(kind, material)
-        found = read_artifact(path)
+        found = _matching(read_artifact(path), path, kind, material)
         if found is not None and sufficient(found[1]):
             return found
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
-            found = read_artifact(path)
+            found = _matching(read_artifact(path), path, kind, material, report=False)
             if found is not None and sufficient(found[1]):
                 return found
             arrays, meta = compute()
             meta = {**meta, "kind": kind, "material": dict(material)}
             write_artifact(path, arrays, meta)
         return arrays, meta
+
+
+def _matching(
+    found: tuple[Arrays, dict[str, Any]] | None,
+    path: Path,
+    kind: str,
+    material: Mapping[str, Any],
+    report: bool = True,
+) -> tuple[Arrays, dict[str, Any]] | None:
+    """`found` if it was computed for (kind, material), else None (then it is recomputed)."""
+    if found is None:
+        return None
+    meta = found[1]
+    stored = meta.get("material")
+    if (
+        meta.get("kind") == kind
+        and isinstance(stored, dict)
+        and content_key(stored) == content_key(material)
+    ):
+        return found
+    if report:
+        log.warning(
+            "score artifact %s holds %s scores of another request (kind or material differ); "
+            "recomputing it",
+            path,
+            meta.get("kind"),
+        )
+    return None
 
 
 def read_artifact(path: Path) -> tuple[Arrays, dict[str, Any]] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import numbers
 import os
 import pickle
@@ -41,6 +42,7 @@ HOW_TO_GET = (
     "internet), or point data.root or the environment variable PRUNEBENCH_DATA at a folder "
     "that holds them"
 )
+log = logging.getLogger(__name__)
 CACHE_HINT = "point data.cache_dir or PRUNEBENCH_CACHE at a writable folder"
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = (
@@ -308,7 +310,7 @@ def _cached(
     if found is not None:
         return found
     with _cache_lock(path):
-        found = _read_cache(path, loader)
+        found = _read_cache(path, loader, report=False)
         if found is None:
             found = decode()
             _write_cache(path, found)
@@ -320,13 +322,20 @@ def _size_and_mtime(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _read_cache(path: Path, loader: str) -> DataSet | None:
-    """The cached data set, or None when absent or unreadable in any way (then rebuilt)."""
+def _read_cache(path: Path, loader: str, report: bool = True) -> DataSet | None:
+    """The cached data set, or None when absent, unreadable or altered (then rebuilt).
+
+    The fingerprint is recomputed from the tensors read, so that flipped bytes on disk are
+    caught rather than trained on under the stored fingerprint (the cost, measured in the
+    README's Results section, is one sha256 pass over the decoded data).
+    """
+    if not path.exists():
+        return None
     try:
         blob = torch.load(path, weights_only=True)
         if blob["format"] != CACHE_FORMAT:
             return None
-        return DataSet(
+        ds = DataSet(
             name=loader,
             train_x=blob["train_x"],
             train_y=blob["train_y"],
@@ -337,8 +346,19 @@ def _read_cache(path: Path, loader: str) -> DataSet | None:
             std=tuple(float(s) for s in blob["std"]),
             fingerprint=str(blob["fingerprint"]),
         )
-    except Exception:
-        return None
+        computed = fingerprint(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+    except Exception as err:
+        problem = f"is unreadable ({type(err).__name__})"
+    else:
+        if computed == ds.fingerprint:
+            return ds
+        problem = (
+            f"content hashes to {computed[:12]}..., not to its stored fingerprint "
+            f"{ds.fingerprint[:12]}..."
+        )
+    if report:
+        log.warning("data cache %s %s; rebuilding it from the source files", path, problem)
+    return None
 
 
 @contextmanager

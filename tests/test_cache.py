@@ -1,6 +1,7 @@
 """Score artifacts: computed once under concurrency, never read half-written."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,3 +105,19 @@ def test_kill_9_mid_write_leaves_the_previous_artifact_whole(tmp_path):
     arrays, meta = read_artifact(path)
     assert meta["n"] in (0, 1)
     assert arrays["x"].size in (3, 20_000_000)
+
+
+def test_an_artifact_of_another_request_copied_over_one_is_recomputed(tmp_path, caplog):
+    cache = ScoreCache(tmp_path)
+    for a in (1, 2):
+        cache.load_or_compute("dyn", {"a": a}, lambda a=a: ({"x": np.full(3, a)}, {}))
+    mine, other = cache.path("dyn", {"a": 1}), cache.path("dyn", {"a": 2})
+    shutil.copy(other, mine)  # a valid file, but of material {"a": 2}
+
+    arrays, meta = cache.load_or_compute("dyn", {"a": 1}, lambda: ({"x": np.full(3, 1)}, {}))
+    assert arrays["x"].tolist() == [1, 1, 1] and meta["material"] == {"a": 1}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(mine) in warning and "recomputing" in warning
+    stored, meta = read_artifact(mine)
+    assert stored["x"].tolist() == [1, 1, 1] and meta["material"] == {"a": 1}
+    assert read_artifact(other)[0]["x"].tolist() == [2, 2, 2]

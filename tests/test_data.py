@@ -559,3 +559,24 @@ def test_cifar10_jpg_subsample_recomputes_the_fingerprint(cifar10_jpg, data_cach
     assert torch.bincount(ds.train_y).tolist() == [100] * 10
     assert ds.fingerprint == sha256(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
     assert ds.mean == full.mean
+
+
+def test_flipped_bytes_in_the_cache_are_detected_and_rebuilt(mnist_root, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first = load_dataset(mnist_cfg(mnist_root, cache))
+    (cached,) = (cache / "data").glob("mnist-*.pt")
+    blob = bytearray(cached.read_bytes())
+    at = blob.find(first.train_x.numpy().tobytes()) + 100  # inside the training images
+    blob[at] ^= 0xFF
+    cached.write_bytes(bytes(blob))
+    damaged = torch.load(cached, weights_only=True)
+    assert (
+        sha256(damaged["train_x"], damaged["train_y"], damaged["test_x"], damaged["test_y"])
+        != (damaged["fingerprint"])
+    )  # the file still loads, with its old fingerprint: only the content check can tell
+
+    again = load_dataset(mnist_cfg(mnist_root, cache))
+    assert torch.equal(again.train_x, first.train_x) and again.fingerprint == first.fingerprint
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(cached) in warning and "rebuilding" in warning
+    assert torch.equal(torch.load(cached, weights_only=True)["train_x"], first.train_x)
