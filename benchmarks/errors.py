@@ -15,3 +15,7 @@ class DataError(PrunebenchError):
 
 class RunDiverged(PrunebenchError):
     """Training produced a non-finite loss; the run is recorded as diverged."""
+
+
+class StorageError(PrunebenchError):
+    """A folder a run writes to cannot take its files (read-only, full, over quota)."""

@@ -29,10 +29,10 @@ from benchmarks.results import (
     find_records,
     indices_hash,
     run_key,
-    save_record,
     utc_now,
 )
 from benchmarks.seeding import derive_seed
+from benchmarks.storage import check_writable, fallback_folders, save_record_or_fallback
 from benchmarks.train import (
     Checkpointing,
     LossWeights,
@@ -190,11 +190,19 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     done = _completed(results_dir, key, cfg.run)
     if done is not None:
         return {**done, "skipped": True}
+    cache_dir = Path(str(cfg.cache.dir)).expanduser()
+    checkpoint_dir = results_dir / ".checkpoints"
+    check_writable(
+        {
+            "results.dir": results_dir,
+            "results.dir/.checkpoints": checkpoint_dir,
+            "cache.dir": cache_dir,
+        },
+        float(cfg.results.get("min_free_mb", 0)),
+    )
     checkpointing = None
     if int(cfg.run.checkpoint_steps) > 0:
-        checkpointing = Checkpointing(
-            results_dir / ".checkpoints" / f"{key}.pt", int(cfg.run.checkpoint_steps)
-        )
+        checkpointing = Checkpointing(checkpoint_dir / f"{key}.pt", int(cfg.run.checkpoint_steps))
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "run_key": key,
@@ -236,13 +244,13 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         record["timings"] = {**timer.seconds, "total": sum(timer.seconds.values())}
         record["finished_at"] = utc_now()
-        # an interrupted run (Ctrl-C) leaves no record, only its checkpoint to resume from
-        if "data" in record and record["status"] != "running":
-            save_record(results_dir, record)
-            if checkpointing is not None and record["status"] != "failed":
-                checkpointing.path.unlink(missing_ok=True)
-        if logger is not None:
-            logger.finish(record, scores)
+        try:
+            # an interrupted run (Ctrl-C) leaves no record, only its checkpoint to resume from
+            if "data" in record and record["status"] != "running":
+                _save(results_dir, record, fallback_folders(cache_dir), checkpointing)
+        finally:
+            if logger is not None:
+                logger.finish(record, scores)
     return record
 
 
@@ -257,6 +265,21 @@ def weights_summary(weights: LossWeights | None) -> dict[str, Any]:
         "weights": values.tolist(),
         "weights_sum": float(values.sum()),
     }
+
+
+def _save(
+    results_dir: Path,
+    record: dict[str, Any],
+    fallbacks: list[Path],
+    checkpointing: Checkpointing | None,
+) -> None:
+    """Write the record (to a fallback file if results.dir fails), then drop the checkpoint
+    of a run that ended (a failed one keeps it, so that its rerun resumes)."""
+    try:
+        save_record_or_fallback(results_dir, record, fallbacks)
+    finally:
+        if checkpointing is not None and record["status"] != "failed":
+            checkpointing.path.unlink(missing_ok=True)
 
 
 def _completed(results_dir: Path, key: str, run_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -340,7 +363,7 @@ def _execute(
             evaluate=evaluate,
             progress=progress,
             desc=f"{method.name} f={spec.fraction:g}",
-            checkpointing=None if method.dynamic else checkpointing,
+            checkpointing=checkpointing,
             sampler=sampler,
             weights=weights,
             on_log=None if logger is None else lambda log: logger.log_epoch(log.as_dict()),

@@ -63,7 +63,7 @@ def test_default_run_on_digits_is_fast_and_well_above_chance(tmp_path):
     assert len(rec["selection"]["kept_indices_sha256"]) == 64
     assert rec["env"]["torch"] and rec["env"]["python"] and rec["env"]["device"] == "cpu"
     assert "test acc" in proc.stdout and rec["record_path"] in proc.stdout
-    assert not list((tmp_path / "results").glob(".*"))  # no temp file left behind
+    assert not list((tmp_path / "results").glob(".*.tmp"))  # no temp file left behind
 
 
 def test_multirun_grid_writes_one_record_per_cell_and_resumes(tmp_path):
@@ -146,7 +146,7 @@ def test_bad_input_is_one_clear_line_and_no_record(tmp_path, overrides, message)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").iterdir())
+    assert not list((tmp_path / "results").rglob("*.json"))  # no record
 
 
 def test_unknown_config_group_option_lists_what_exists(tmp_path):
