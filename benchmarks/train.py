@@ -8,11 +8,12 @@ can resume at any step without replaying random state.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,7 +26,10 @@ from torch import nn
 from benchmarks.atomic import atomic_write
 from benchmarks.augment import Augment
 from benchmarks.errors import ConfigError, RunDiverged
+from benchmarks.preemption import PreemptionGuard
 from benchmarks.seeding import derive_seed
+
+logger = logging.getLogger(__name__)
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 BUDGETS = ("iterations", "epochs")
@@ -243,13 +247,17 @@ def _step_generator(device: torch.device, seed: int) -> torch.Generator:
 class Checkpointing:
     """Where and how often the trainer saves its full state, to resume after preemption.
 
+    Besides every `every_steps` steps (0: never), the state is saved at the end of the step
+    in which the job's preemption signal arrives (see benchmarks/preemption.py).
     `resumed_from_step` is set by the trainer when it finds a checkpoint, so that the
-    record says the run was resumed (0: trained from the start).
+    record says the run was resumed (0: trained from the start). A save that fails (a full
+    disk) is warned about once and training goes on: the run loses only its resumability.
     """
 
     path: Path
     every_steps: int
     resumed_from_step: int = 0
+    save_failed: bool = False
 
 
 def train(
@@ -280,10 +288,12 @@ def train(
     each epoch's finished log, evaluation included (live curves). `stop_step` ends
     training early while keeping the schedule of `total_steps` (a proxy scored at epoch t
     of a longer training, as Data Diet does). With `checkpointing`, the state is saved
-    every `every_steps` steps and a run finding a checkpoint resumes from it, ending
-    with bitwise the same model on CPU. With a `sampler`, the examples of every pass are
-    redrawn by it (dynamic pruning) instead of being all of (x, y). With `weights`, each
-    example's loss is weighted (a weighted subset); a sampler weights its own losses.
+    every `every_steps` steps and at a preemption signal, and a run finding a checkpoint
+    resumes from it, ending with bitwise the same model on CPU. With a `sampler`, the
+    examples of every pass are redrawn by it (dynamic pruning) instead of being all of
+    (x, y); its state and the pass in progress are checkpointed with the rest. With
+    `weights`, each example's loss is weighted (a weighted subset); a sampler weights its
+    own losses.
     """
     run_steps = total_steps if stop_step is None else min(stop_step, total_steps)
     device = x.device
@@ -302,82 +312,126 @@ def train(
         nesterov=settings.nesterov and settings.momentum > 0,
     )
     state = _TrainState(device)
-    if checkpointing is not None:
+    resumed: dict[str, Any] = {}
+    if checkpointing is not None and checkpointing.path.exists():
+        resumed = state.load(checkpointing.path, model, optimizer)
+        checkpointing.resumed_from_step = state.step
         if sampler is not None:
-            raise ValueError(
-                "checkpointing is for static subsets; a dynamic sampler has its own state"
-            )
-        if checkpointing.path.exists():
-            state.load(checkpointing.path, model, optimizer)
-            checkpointing.resumed_from_step = state.step
+            sampler.load_state_dict(resumed["sampler"])
     clock = time.perf_counter() - state.elapsed
     if sampler is None:
-        plan = _static_plan(
+        plan: Iterable[PlanStep] = _static_plan(
             x.shape[0], total_steps, run_steps, settings, order_seed, device, state.step
         )
     else:
-        plan = _dynamic_plan(sampler, total_steps, settings, order_seed, device)
+        plan = _DynamicPlan(
+            sampler, total_steps, settings, order_seed, device, resumed.get("cursor")
+        )
     bar = _progress_bar(run_steps, desc, progress, initial=state.step)
     forward = training_forward(model, settings)
-    for step, idx, fraction_done, epochs_ended in plan:
-        lr = settings.lr * lr_factor_at(fraction_done, settings)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        inputs = x[idx]
-        if augment.active:
-            inputs = augment(
-                inputs, _step_generator(device, derive_seed(order_seed, "augment", step))
-            )
-        if device.type == "cuda" and settings.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        targets = y[idx]
-        with autocast_for(device, settings.amp):
-            logits = forward(inputs)
-            losses = F.cross_entropy(
-                logits.float(), targets, label_smoothing=settings.label_smoothing, reduction="none"
-            )
-        if on_batch is not None:
-            on_batch(step, idx, logits.detach().float(), targets)
-        if sampler is not None:
-            sampler.observe(idx, losses.detach())
-            loss = weighted_batch_loss(losses, sampler.loss_weights(idx))
-        else:
-            batch_weights = None if weights is None else weight_values[idx]
-            normalise = weights is not None and weights.batch_normalise
-            loss = weighted_batch_loss(losses, batch_weights, normalise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        state.accumulate(losses.detach().mean(), logits.detach(), targets)
-        state.step = step + 1
-        if bar is not None:
-            bar.update(1)
-        for _ in range(epochs_ended):
-            log = state.close_epoch(lr, time.perf_counter() - clock)
-            if on_epoch is not None:
-                on_epoch(log.epoch, model)
-            if evaluate is not None and (settings.eval_every_epoch or log.epoch == settings.epochs):
-                log.eval = evaluate(model)
-                model.train()
-            if on_log is not None:
-                on_log(log)
-            if bar is not None:
-                bar.set_postfix(
-                    loss=f"{log.train_loss:.3f}",
-                    **{k: f"{v:.3f}" for k, v in log.eval.items() if "acc" in k},
+    with PreemptionGuard(active=checkpointing is not None) as guard:
+        for step, idx, fraction_done, epochs_ended in plan:
+            guard.step = step
+            lr = settings.lr * lr_factor_at(fraction_done, settings)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs = x[idx]
+            if augment.active:
+                inputs = augment(
+                    inputs, _step_generator(device, derive_seed(order_seed, "augment", step))
                 )
-        if (
-            checkpointing is not None
-            and state.step % checkpointing.every_steps == 0
-            and state.step < run_steps
-        ):
-            state.elapsed = time.perf_counter() - clock
-            state.save(checkpointing.path, model, optimizer)
+            if device.type == "cuda" and settings.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            targets = y[idx]
+            with autocast_for(device, settings.amp):
+                logits = forward(inputs)
+                losses = F.cross_entropy(
+                    logits.float(),
+                    targets,
+                    label_smoothing=settings.label_smoothing,
+                    reduction="none",
+                )
+            if on_batch is not None:
+                on_batch(step, idx, logits.detach().float(), targets)
+            if sampler is not None:
+                sampler.observe(idx, losses.detach())
+                loss = weighted_batch_loss(losses, sampler.loss_weights(idx))
+            else:
+                batch_weights = None if weights is None else weight_values[idx]
+                normalise = weights is not None and weights.batch_normalise
+                loss = weighted_batch_loss(losses, batch_weights, normalise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.accumulate(losses.detach().mean(), logits.detach(), targets)
+            state.step = step + 1
+            if bar is not None:
+                bar.update(1)
+            for _ in range(epochs_ended):
+                log = state.close_epoch(lr, time.perf_counter() - clock)
+                if on_epoch is not None:
+                    on_epoch(log.epoch, model)
+                if evaluate is not None and (
+                    settings.eval_every_epoch or log.epoch == settings.epochs
+                ):
+                    log.eval = evaluate(model)
+                    model.train()
+                if on_log is not None:
+                    on_log(log)
+                if bar is not None:
+                    bar.set_postfix(
+                        loss=f"{log.train_loss:.3f}",
+                        **{k: f"{v:.3f}" for k, v in log.eval.items() if "acc" in k},
+                    )
+            every = 0 if checkpointing is None else checkpointing.every_steps
+            saved = False
+            if guard.requested or (every and state.step % every == 0 and state.step < run_steps):
+                state.elapsed = time.perf_counter() - clock
+                saved = _save_checkpoint(checkpointing, state, model, optimizer, sampler, plan)
+            if guard.requested:
+                logger.warning(
+                    "signal %s arrived in step %d: training state %s at step %d (%s); "
+                    "the job's handler takes over",
+                    guard.signum.name,
+                    guard.arrived_at_step,
+                    "saved" if saved else "NOT saved",
+                    state.step,
+                    checkpointing.path,
+                )
+                guard.hand_over()
     _close(bar)
     return state.logs
 
 
-Plan = Iterator[tuple[int, torch.Tensor, float, int]]
+PlanStep = tuple[int, torch.Tensor, float, int]
+Plan = Iterator[PlanStep]
+
+
+def _save_checkpoint(
+    checkpointing: Checkpointing,
+    state: _TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: PassSampler | None,
+    plan: Iterable[PlanStep],
+) -> bool:
+    """Save the training state; on failure warn once and let training go on."""
+    extra = {}
+    if isinstance(plan, _DynamicPlan) and sampler is not None:
+        extra = {"sampler": sampler.state_dict(), "cursor": plan.cursor}
+    try:
+        state.save(checkpointing.path, model, optimizer, extra)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        if not checkpointing.save_failed:
+            logger.warning(
+                "cannot save the checkpoint %s (%s); training goes on, but an interruption "
+                "now resumes from the last checkpoint saved (this is said once)",
+                checkpointing.path,
+                str(err).splitlines()[0] if str(err) else type(err).__name__,
+            )
+        checkpointing.save_failed = True
+        return False
+    return True
 
 
 def _static_plan(
@@ -402,38 +456,60 @@ def _static_plan(
         ended = now
 
 
-def _dynamic_plan(
-    sampler: PassSampler,
-    total_steps: int,
-    settings: TrainSettings,
-    order_seed: int,
-    device: torch.device,
-) -> Plan:
+class _DynamicPlan:
     """Batches of a subset that the sampler redraws every pass (dynamic pruning).
 
     Budget `epochs`: `settings.epochs` passes, the schedule advancing by passes (the
     methods' own protocol: same epochs, fewer steps); budget `iterations`: passes until
-    the full-data step count `total_steps`, the schedule advancing by steps.
+    the full-data step count `total_steps`, the schedule advancing by steps. `cursor` is
+    where the plan stands after the batch it yielded last (the pass, the order drawn for it
+    and the next batch in it): saved with the sampler's state, a run resumes at any step
+    with exactly the batches an uninterrupted one sees.
     """
-    by_passes = settings.budget == "epochs"
-    step, pass_no = 0, 0
-    while (pass_no < settings.epochs) if by_passes else (step < total_steps):
-        gen = torch.Generator().manual_seed(derive_seed(order_seed, "pass", pass_no))
-        chosen = sampler.pass_indices(pass_no, settings.epochs, gen).to(device)
-        batches = chosen.split(settings.batch_size)
-        for position, idx in enumerate(batches):
-            if not by_passes and step >= total_steps:
-                return
-            last = position == len(batches) - 1
-            if by_passes:
-                done = (pass_no + position / len(batches)) / settings.epochs
-                ends = int(last)
-            else:
-                done = step / total_steps
-                ends = _boundaries_crossed(step, total_steps, settings.epochs)
-            yield step, idx, done, ends
-            step += 1
-        pass_no += 1
+
+    def __init__(
+        self,
+        sampler: PassSampler,
+        total_steps: int,
+        settings: TrainSettings,
+        order_seed: int,
+        device: torch.device,
+        cursor: dict[str, Any] | None = None,
+    ) -> None:
+        self.sampler, self.total_steps, self.settings = sampler, total_steps, settings
+        self.order_seed, self.device = order_seed, device
+        self.cursor = cursor or {"step": 0, "pass_no": 0, "order": None, "position": 0}
+
+    def __iter__(self) -> Plan:
+        settings, total_steps = self.settings, self.total_steps
+        by_passes = settings.budget == "epochs"
+        cursor = self.cursor
+        step, pass_no, order = cursor["step"], cursor["pass_no"], cursor["order"]
+        first = cursor["position"]
+        while (pass_no < settings.epochs) if by_passes else (step < total_steps):
+            if order is None:
+                gen = torch.Generator().manual_seed(derive_seed(self.order_seed, "pass", pass_no))
+                order = self.sampler.pass_indices(pass_no, settings.epochs, gen)
+            batches = order.to(self.device).split(settings.batch_size)
+            for position in range(first, len(batches)):
+                if not by_passes and step >= total_steps:
+                    return
+                last = position == len(batches) - 1
+                if by_passes:
+                    done = (pass_no + position / len(batches)) / settings.epochs
+                    ends = int(last)
+                else:
+                    done = step / total_steps
+                    ends = _boundaries_crossed(step, total_steps, settings.epochs)
+                self.cursor = {
+                    "step": step + 1,
+                    "pass_no": pass_no + 1 if last else pass_no,
+                    "order": None if last else order,
+                    "position": 0 if last else position + 1,
+                }
+                yield step, batches[position], done, ends
+                step += 1
+            pass_no, order, first = pass_no + 1, None, 0
 
 
 def _boundaries_crossed(step: int, total_steps: int, epochs: int) -> int:
@@ -479,6 +555,14 @@ class PassSampler(ABC):
         """Mean fraction of the training set presented per pass."""
         return self.presented / max(1, self.passes * self.n)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the sampler carries from pass to pass, for a checkpoint: all its attributes
+        (a sampler holding something torch.save cannot store overrides this pair)."""
+        return dict(vars(self))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        vars(self).update(state)
+
 
 class _TrainState:
     """Everything besides model and optimizer that a resumed run needs to continue exactly."""
@@ -518,10 +602,17 @@ class _TrainState:
         self.seen = 0
         return log
 
-    def save(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def save(
+        self,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        extra: Mapping[str, Any],
+    ) -> None:
         """Atomic: a job killed while saving leaves the previous checkpoint intact."""
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
+            **extra,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "step": self.step,
@@ -534,7 +625,10 @@ class _TrainState:
         }
         atomic_write(path, lambda f: torch.save(payload, f))
 
-    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def load(
+        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> dict[str, Any]:
+        """Restore the state saved at `path`; return the whole payload (a sampler's part too)."""
         payload = torch.load(path, map_location=self.loss_sum.device, weights_only=False)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
@@ -543,6 +637,7 @@ class _TrainState:
         self.loss_sum.copy_(payload["loss_sum"])
         self.correct.copy_(payload["correct"])
         self.seen = payload["seen"]
+        return payload
 
 
 def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):
