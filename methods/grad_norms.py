@@ -20,13 +20,19 @@ parameters out of the norm.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from methods.grad_norm_plan import LAST_LAYER, Plan, trace
+from methods.grad_norm_replay import Recorded, SiteCall, replay_sq_norms
 
 PARAMS = ("all", "last_layer")
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-LAYERS = (nn.Linear, nn.Conv2d, *BATCHNORMS)
 # per-example temporaries (unfolded inputs, weight gradients, Gram matrices) are made
 # for pieces of a chunk holding at most this many elements
 PIECE_ELEMENTS = 1 << 23
@@ -54,15 +60,16 @@ def per_example_grad_norms(
         raise ValueError(f"params={params!r} is not one of {', '.join(PARAMS)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
-    if params == "all":
-        _check_layers(model)
-        norms_of = _all_parameters
-    else:
+    if params == "last_layer":
         _check_head(model)
-        norms_of = _last_layer
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
+        if params == "all":
+            plan = trace(model, x[:1]) if x.shape[0] else None
+            norms_of = partial(_all_parameters, plan=plan)
+        else:
+            norms_of = _last_layer
         norms = [
             norms_of(model, x[i : i + chunk_size], y[i : i + chunk_size])
             for i in range(0, x.shape[0], chunk_size)
@@ -87,88 +94,181 @@ def _last_layer(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
         return err.norm(dim=1) * (h.pow(2).sum(dim=1) + 1).sqrt()
 
 
-def _trainable(module: nn.Module) -> bool:
-    return any(p.requires_grad for p in module.parameters(recurse=False))
+class _Pass:
+    """Hooks of one pass over a chunk: layers get their closed forms as the backward
+    reaches them, sites their replay once every gradient they need has come."""
 
+    def __init__(self, plan: Plan, total: torch.Tensor) -> None:
+        self.plan, self.total, self.batch = plan, total, total.shape[0]
+        self.layers = set(plan.layers)
+        self.stack: list[nn.Module] = []
+        self.inputs: dict[nn.Module, torch.Tensor] = {}
+        self.calls: dict[nn.Module, SiteCall] = {}
+        self.callee_of: dict[nn.Module, SiteCall] = {}
+        self.leaves: list[torch.Tensor] = []
+        self.edges: list[Any] = []  # every hooked tensor's gradient edge, by key
+        self.fired: set[int] = set()
 
-def _check_layers(model: nn.Module) -> None:
-    """Fail before any work on parameters the closed forms do not cover."""
-    for name, module in model.named_modules():
-        if not _trainable(module):
-            continue
-        kind = type(module).__name__
-        base = next((t for t in LAYERS if isinstance(module, t)), None)
-        # a subclass with its own forward (weight standardisation, say) or extra
-        # parameters (old-style weight norm) computes something the closed forms do not
-        own = {n for n, p in module.named_parameters(recurse=False) if p.requires_grad}
-        if base is None or type(module).forward is not base.forward or own - {"weight", "bias"}:
+    def attach(self, model: nn.Module) -> list[Any]:
+        modules = list(self.plan.names)
+        handles = [m.register_forward_pre_hook(self.pre, with_kwargs=True) for m in modules]
+        return handles + [m.register_forward_hook(self.post, with_kwargs=True) for m in modules]
+
+    def hook(self, tensor: torch.Tensor, fn) -> None:
+        """`fn(grad)` once, however many backward passes reach `tensor`."""
+        key = len(self.edges)
+        self.edges.append(get_gradient_edge(tensor))
+
+        def once(grad: torch.Tensor) -> None:
+            if key not in self.fired:
+                self.fired.add(key)
+                fn(grad)
+
+        tensor.register_hook(once)
+
+    def leaf(self, t: Any) -> Any:
+        # a layer or site fed from outside the graph gets a leaf input that the backward is
+        # asked for, so that the backward runs through it without weight gradients
+        if not isinstance(t, torch.Tensor) or t.requires_grad or not t.is_floating_point():
+            return t
+        self.leaves.append(t.detach().requires_grad_())
+        return self.leaves[-1]
+
+    def pre(self, module, args, kwargs):
+        parent = self.stack[-1] if self.stack else None
+        self.stack.append(module)
+        args = list(args)
+        if parent in self.calls and module in self.plan.sites[parent].callees:
+            self._callee_inputs(module, parent, args)
+        if module in self.layers:
+            if module in self.inputs:
+                raise NotImplementedError(f"{self.plan.names[module]!r} ran twice in one pass")
+            args[0] = self.leaf(args[0])
+            if self.batch > 1 and (args[0].dim() == 0 or args[0].shape[0] != self.batch):
+                raise NotImplementedError(
+                    f"layer {self.plan.names[module]!r} gets an input without the batch "
+                    f"dimension, so its output gradient sums the examples; {LAST_LAYER}"
+                )
+            self.inputs[module] = args[0].detach()
+        elif module in self.plan.sites:
+            args = [self.leaf(a) for a in args]
+            self.calls[module] = SiteCall(args=Recorded.of(args, self.batch), kwargs=kwargs)
+        return tuple(args), kwargs
+
+    def _callee_inputs(self, module: nn.Module, parent: nn.Module, args: list) -> None:
+        call, site = self.calls[parent], self.plan.sites[parent]
+        k = call.next_callee
+        call.next_callee += 1
+        if k >= len(site.callees) or site.callees[k] is not module:
             raise NotImplementedError(
-                f"exact per-example gradient norms cover the weight and bias of "
-                f"{', '.join(t.__name__ for t in LAYERS)}; module {name!r} ({kind}) "
-                f"has trainable parameters {', '.join(sorted(own))}"
+                f"{self.plan.names[module]!r} is called in another order than when traced"
             )
-        if isinstance(module, BATCHNORMS) and module.running_mean is None:
-            raise NotImplementedError(
-                f"module {name!r} ({kind}) keeps no running statistics: its batch "
-                "statistics couple the examples, so per-example gradients are not defined"
-            )
+        self.callee_of[module] = call
+        positions: list[int] = []
+        call.callee_in_pos.append(positions)
+        call.grad_in.append([])
+        if not site.grad_in[k]:
+            return
+        for j, a in enumerate(args):
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                # a copy of its own, so that its gradient is the one through this callee
+                args[j] = a.clone()
+                positions.append(j)
+                call.grad_in[k].append(None)
+                call.pending += 1
+                self.hook(args[j], partial(self._grad_in, parent, k, len(positions) - 1))
 
+    def post(self, module, args, kwargs, output):
+        self.stack.pop()
+        if module in self.layers:
+            output = self._layer_output(module, output)
+        elif module in self.plan.sites:
+            output = self._site_output(module, output)
+        if module in self.callee_of:
+            call = self.callee_of.pop(module)
+            call.callee_out.append(Recorded.of(output, self.batch))
+        return output
 
-def _all_parameters(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    layers = [m for m in model.modules() if _trainable(m)]
-    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    if not layers:
-        return total
-    inputs: dict[nn.Module, torch.Tensor] = {}
-    leaves: list[torch.Tensor] = []
-
-    def leaf_input(module: nn.Module, args: tuple[torch.Tensor, ...]):
-        # a layer fed from outside the graph gets a leaf input that the backward is asked
-        # for, so that the backward runs through every layer without weight gradients
-        if args[0].requires_grad:
-            return None
-        leaves.append(args[0].detach().requires_grad_())
-        return (leaves[-1], *args[1:])
-
-    def record(
-        module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> torch.Tensor | None:
-        if module in inputs:
-            raise NotImplementedError(
-                f"{type(module).__name__} runs more than once per forward pass: the norm of "
-                "a shared parameter's gradient does not split into per-call parts"
-            )
-        inputs[module] = args[0].detach()
+    def _layer_output(self, module, output: torch.Tensor) -> torch.Tensor:
         # a tensor hook gets the gradient of the output as it is now, also when a later
         # in-place op (ReLU(inplace=True)) rewrites it, so the output needs no copy; but
         # not for a view (Linear on [B, T, in]), whose rewrite bypasses the hooked node
-        output.register_hook(lambda grad: accumulate(module, grad))
-        return output.clone() if output._is_view() else None
+        output = output.clone() if output._is_view() else output
+        self.hook(output, partial(self._accumulate, module))
+        return output
 
-    def accumulate(module: nn.Module, grad: torch.Tensor) -> None:
+    def _site_output(self, module, output: Any) -> Any:
+        call = self.calls[module]
+        leaves, spec = tree_flatten(output)
+        for i, t in enumerate(leaves):
+            if not isinstance(t, torch.Tensor):
+                continue
+            call.output_keep.append(t.requires_grad)
+            if not t.requires_grad:
+                continue
+            leaves[i] = t = t.clone() if t._is_view() else t
+            call.outputs.append(t)
+            call.grad_out.append(None)
+            call.pending += 1
+            self.hook(t, partial(self._grad_out, module, len(call.outputs) - 1))
+        return tree_unflatten(leaves, spec)
+
+    def _accumulate(self, module: nn.Module, grad: torch.Tensor) -> None:
         # runs inside the backward, so each layer's input is released as soon as it is used
-        total.add_(_squared_norms(module, inputs.pop(module), grad))
+        self.total.add_(_squared_norms(module, self.inputs.pop(module), grad))
 
-    handles = [m.register_forward_pre_hook(leaf_input) for m in layers]
-    handles += [m.register_forward_hook(record) for m in layers]
+    def _grad_out(self, module: nn.Module, i: int, grad: torch.Tensor) -> None:
+        call = self.calls[module]
+        call.grad_out[i] = grad
+        self._arrived(module, call)
+
+    def _grad_in(self, module: nn.Module, k: int, i: int, grad: torch.Tensor) -> None:
+        call = self.calls[module]
+        call.grad_in[k][i] = grad
+        self._arrived(module, call)
+
+    def _arrived(self, module: nn.Module, call: SiteCall) -> None:
+        call.pending -= 1
+        if call.pending == 0:
+            self._replay(module, call)
+
+    def _replay(self, module: nn.Module, call: SiteCall) -> None:
+        if call.done:
+            return
+        call.done = True
+        if any(g is not None for g in call.grad_out) or any(
+            g is not None for gs in call.grad_in for g in gs
+        ):
+            site, name = self.plan.sites[module], self.plan.names[module]
+            self.total.add_(replay_sq_norms(module, site, call, name, PIECE_ELEMENTS).double())
+        del self.calls[module]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The backward to the leaves; then to any hooked tensor it did not reach (one
+        that depends on parameters only), so that no part of a norm is missed."""
+        if self.leaves:
+            torch.autograd.grad(loss, self.leaves, allow_unused=True, retain_graph=True)
+        missed = [e for key, e in enumerate(self.edges) if key not in self.fired]
+        if missed:
+            torch.autograd.grad(loss, missed, allow_unused=True)
+        for module, call in list(self.calls.items()):  # gradients that never came are zero
+            self._replay(module, call)
+
+
+def _all_parameters(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan) -> torch.Tensor:
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    if not plan.layers and not plan.sites:
+        return total
+    state = _Pass(plan, total)
+    handles = state.attach(model)
     try:
         with torch.enable_grad():
             loss = F.cross_entropy(model(x.detach()), y, reduction="sum")
     finally:
         for handle in handles:
             handle.remove()
-    idle = sorted({type(m).__name__ for m in layers if m not in inputs})
-    if idle:
-        raise NotImplementedError(
-            f"{', '.join(idle)} with trainable parameters did not run their forward: "
-            "parameters used outside their module's forward are not covered"
-        )
-    if not leaves:  # the first layer's input already needs grad: a parameter outside layers
-        raise NotImplementedError(
-            "every layer's input depends on parameters used outside their module's forward"
-        )
-    # a layer whose hook never fires has an output that does not reach the loss: zero
-    torch.autograd.grad(loss, leaves, allow_unused=True)
+    if loss.requires_grad:
+        state.backward(loss)
     return total.sqrt().to(loss.dtype)
 
 
@@ -177,7 +277,34 @@ def _squared_norms(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch
         return _linear(module, a, g)
     if isinstance(module, nn.Conv2d):
         return _conv2d(module, a, g)
+    if isinstance(module, nn.LayerNorm):
+        return _layernorm(module, a, g)
+    if isinstance(module, nn.GroupNorm):
+        return _groupnorm(module, a, g)
     return _batchnorm(module, a, g)
+
+
+def _affine_sq_norms(module: nn.Module, x_hat, g: torch.Tensor, dims) -> torch.Tensor:
+    """Weight sum g x_hat and bias sum g over the positions `dims`, per example."""
+    out = torch.zeros(g.shape[0], dtype=g.dtype, device=g.device)
+    if module.weight is not None and module.weight.requires_grad:
+        out += (g * x_hat()).sum(dim=dims).flatten(1).pow(2).sum(dim=1)
+    if module.bias is not None and module.bias.requires_grad:
+        out += g.sum(dim=dims).flatten(1).pow(2).sum(dim=1)
+    return out
+
+
+def _layernorm(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Positions [B, T, n] with the n normalised elements last (tokens, channels-last maps)."""
+    n = module.weight.numel() if module.weight is not None else module.bias.numel()
+    a, g = a.reshape(a.shape[0], -1, n), g.reshape(g.shape[0], -1, n)
+    return _affine_sq_norms(module, lambda: F.layer_norm(a, (n,), eps=module.eps), g, 1)
+
+
+def _groupnorm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    a, g = a.reshape(*a.shape[:2], -1), g.reshape(*g.shape[:2], -1)
+    x_hat = lambda: F.group_norm(a, module.num_groups, eps=module.eps)  # noqa: E731
+    return _affine_sq_norms(module, x_hat, g, 2)
 
 
 def _linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

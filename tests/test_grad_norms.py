@@ -9,6 +9,7 @@ from torch import nn
 
 import methods.grad_norms as grad_norms
 from benchmarks.models import build_model
+from methods.grad_norm_plan import trace
 from methods.grad_norms import per_example_grad_norms
 
 # torch's note that "same" padding with an even kernel pads a copy: the point of that layer
@@ -208,18 +209,71 @@ def test_bad_arguments_are_named():
 
 
 class Gained(nn.Linear):
-    """A Linear subclass with its own forward and an extra parameter."""
+    """A Linear subclass with its own forward and an extra parameter: replayed."""
 
-    def __init__(self):
-        super().__init__(4, 4)
-        self.gain = nn.Parameter(torch.ones(4, 1))
+    def __init__(self, features=4):
+        super().__init__(features, features)
+        self.gain = nn.Parameter(torch.rand(features, 1) + 0.5)
 
     def forward(self, x):
         return F.linear(x, self.weight * self.gain, self.bias)
 
 
+class Tokens(nn.Module):
+    """What ViTs and ConvNeXts use besides Linear and Conv2d: a class token and position
+    embeddings added outside any layer, LayerNorm on tokens, a layer scale, GroupNorm, a
+    depthwise conv, a layer subclass with its own forward, a Linear applied to a parameter
+    only (a learned query: its gradient never reaches the input), an output that is a view."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 2, stride=2)
+        self.depthwise = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.group = nn.GroupNorm(2, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, 17, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.mix = Gained(dim)
+        self.scale = nn.Parameter(torch.rand(dim) + 0.5)
+        self.query = nn.Parameter(torch.randn(1, dim))
+        self.ask = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, x):
+        t = self.group(self.depthwise(self.embed(x))).flatten(2).transpose(1, 2)  # [B, 16, dim]
+        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], dim=1) + self.pos
+        t = t + self.scale * self.mix(self.norm(t))
+        t = t + self.ask(self.query.expand(x.shape[0], -1)).unsqueeze(1)
+        return self.head(t[:, 0])
+
+
+def test_tokens_norms_and_loose_parameters_equal_the_loop():
+    torch.manual_seed(0)
+    model = Tokens().double()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 2)
+        model.group.bias.uniform_(-1, 1)
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    reference = loop_norms(model, x, y)
+    for chunk in (2, 5):
+        exact = per_example_grad_norms(model, x, y, chunk_size=chunk)
+        assert max_rel_err(exact, reference) < 1e-9
+
+
+def test_every_parameter_is_covered_exactly_once():
+    model = Tokens().double()
+    plan = trace(model, torch.randn(1, 3, 8, 8, dtype=torch.float64))
+    closed = [p for m in plan.layers for p in m.parameters(recurse=False)]
+    replayed = [p for site in plan.sites.values() for p in site.params.values()]
+    assert sum(p.numel() for p in closed + replayed) == sum(p.numel() for p in model.parameters())
+    assert len({id(p) for p in closed + replayed}) == len(list(model.parameters()))
+    assert {plan.names[m] for m in plan.sites} == {"Tokens", "mix"}
+    assert set(plan.sites[model].params) == {"cls", "pos", "scale", "query"}
+
+
 class Outside(nn.Module):
-    """Uses its layer's bias outside the layer's forward."""
+    """Uses its layer's bias outside the layer's forward, and inside it too."""
 
     def __init__(self):
         super().__init__()
@@ -238,17 +292,88 @@ class Shared(nn.Module):
         return self.lin(torch.relu(self.lin(x)))
 
 
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+class Unbatched(nn.Module):
+    """A Linear applied to a parameter without the batch: its output gradient sums them."""
+
+    def __init__(self):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 4))
+        self.ask = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.ask(self.query)
+
+
+class DataDependent(nn.Module):
+    """A scale read out of the data with .item(): no per-example replay exists."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return x * self.scale * float(x.abs().max().item())
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), "'1' \\(LayerNorm\\)"),
         (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, track_running_stats=False)), "running"),
-        (Gained(), "bias, gain, weight"),
-        (Shared(), "more than once"),
-        (Outside(), "outside their module's forward"),
+        (Shared(), "'lin' \\(Linear\\) runs more than once"),
+        (Outside(), "'lin.bias' is used in the forward of Outside, lin"),
+        (Tied(), "'b.weight' is shared with 'a.weight'"),
+        (Unbatched(), "layer 'ask' gets an input without the batch dimension"),
+        (nn.Sequential(nn.Linear(4, 4), DataDependent()), "'1' \\(DataDependent\\) could not be"),
     ],
 )
-def test_what_the_closed_forms_do_not_cover_is_refused(model, message):
+def test_what_the_closed_forms_do_not_cover_is_refused_with_the_alternative(model, message):
     x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
-    with pytest.raises(NotImplementedError, match=message):
+    with pytest.raises(NotImplementedError, match=message) as err:
         per_example_grad_norms(model, x, y)
+    assert "method.params=last_layer" in str(err.value)
+
+
+def test_a_layer_subclass_with_its_own_forward_is_replayed_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(Gained(), nn.Tanh(), nn.Linear(4, 3)).double()
+    x, y = torch.randn(4, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+    assert max_rel_err(per_example_grad_norms(model, x, y), loop_norms(model, x, y)) < 1e-9
+
+
+TINY_VIT = {"arch": "vit_tiny_patch16_224", "kwargs": {"patch_size": 2, "depth": 2}}
+TINY_CONVNEXT = {
+    "arch": "convnext_atto",
+    "kwargs": {"patch_size": 1, "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("timm", {"arch": "resnet18"}),
+        ("timm", TINY_VIT),
+        ("timm", {**TINY_VIT, "kwargs": {**TINY_VIT["kwargs"], "init_values": 0.1}}),
+        ("timm", TINY_CONVNEXT),
+        ("timm", {**TINY_CONVNEXT, "kwargs": {**TINY_CONVNEXT["kwargs"], "conv_mlp": False}}),
+        ("torchvision", {"arch": "resnet18"}),
+        ("torchvision", {"arch": "mobilenet_v3_small"}),
+    ],
+)
+def test_library_models_equal_the_loop(name, options):
+    model = warmed(name, 1, 8, **options)
+    with torch.no_grad():  # off the initialisation (zero layer scales, unit norms)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.05)
+    x, y = batch(1, 8, n=3)
+    exact = per_example_grad_norms(model, x, y, chunk_size=2)
+    assert max_rel_err(exact, loop_norms(model, x, y)) < 1e-9

@@ -1,0 +1,217 @@
+"""Which closed form covers each parameter of a model, found by tracing one example.
+
+A traced forward records, for every op that uses a trainable parameter, the innermost
+module running at that moment (the parameter's *site*), and which modules each module
+calls. A parameter is then covered in exactly one way:
+- by its layer's closed form, when the layer is a plain Linear, Conv2d, BatchNorm,
+  LayerNorm or GroupNorm and every use of its parameters is in its own forward;
+- else by replaying its one site per example (`methods.grad_norm_replay`): the site's
+  own ops rerun under `torch.func.vmap`, the modules it calls replaced by what they
+  returned, which is exact for the class token, position embeddings, layer scales and
+  norms of any form;
+- parameters no op uses have zero gradient.
+A parameter used at two sites, a layer or site that runs twice per pass, or batch
+statistics are refused with the parameter named, since their per-example norms do not
+split into the parts computed here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+LAYERS = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, *BATCHNORMS)
+LAST_LAYER = "use method.params=last_layer (the closed form over the head) for this model"
+
+
+@dataclass
+class Site:
+    """A module whose own ops use `params`; `callees` are the modules with trainable
+    parameters it calls, in call order; `grad_in[k]` says whether the k-th call's input
+    may depend on `params` (a use came before it), so that its input gradient is needed."""
+
+    params: dict[str, nn.Parameter]
+    callees: list[nn.Module] = field(default_factory=list)
+    grad_in: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    layers: list[nn.Module]
+    sites: dict[nn.Module, Site]
+    names: dict[nn.Module, str]
+
+
+def _trainable_own(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+
+
+def _has_trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+def is_closed_form_layer(module: nn.Module) -> bool:
+    base = next((t for t in LAYERS if isinstance(module, t)), None)
+    return (
+        base is not None
+        and type(module).forward is base.forward
+        and set(_trainable_own(module)) <= {"weight", "bias"}
+    )
+
+
+class _Uses(TorchFunctionMode):
+    """Records (site, parameter) for every op on a parameter whose result takes part in
+    autograd (shape or dtype reads are no use); the site is the innermost running module
+    that contains the parameter, so a parameter passed to a module as its input counts
+    as used by the caller."""
+
+    def __init__(self, model: nn.Module, params: dict[int, nn.Parameter], stack: list) -> None:
+        super().__init__()
+        self.params, self.stack = params, stack
+        self.events: list[tuple[str, nn.Module | None, object]] = []
+        self.within: dict[int, set[nn.Module]] = defaultdict(set)
+        for module in model.modules():
+            for p in module.parameters():
+                self.within[id(p)].add(module)
+
+    def site(self, p: torch.Tensor) -> nn.Module | None:
+        return next((m for m in reversed(self.stack) if m in self.within[id(p)]), None)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if any(t.requires_grad for t in results):
+            for leaf in tree_flatten((args, kwargs or {}))[0]:
+                if isinstance(leaf, torch.Tensor) and id(leaf) in self.params:
+                    self.events.append(("use", self.site(leaf), self.params[id(leaf)]))
+        return out
+
+
+def _owners(model: nn.Module) -> dict[int, tuple[nn.Module, str, nn.Parameter]]:
+    owners: dict[int, tuple[nn.Module, str, nn.Parameter]] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for name, p in _trainable_own(module).items():
+            full = f"{prefix}.{name}" if prefix else name
+            if id(p) in owners and owners[id(p)][0] is not module:
+                raise NotImplementedError(
+                    f"parameter {full!r} is shared with {owners[id(p)][1]!r}: the norm of a "
+                    f"shared parameter's gradient does not split into per-use parts; {LAST_LAYER}"
+                )
+            owners[id(p)] = (module, full, p)
+    return owners
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> Plan:
+    """Plan the closed forms from one traced forward of `x` (one example suffices)."""
+    owners = _owners(model)
+    names = {m: n or type(m).__name__ for n, m in model.named_modules()}
+    for module, name in names.items():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
+            raise NotImplementedError(
+                f"module {name!r} ({type(module).__name__}) keeps no running statistics: its "
+                "batch statistics couple the examples, so per-example gradients are not "
+                f"defined; {LAST_LAYER}"
+            )
+    stack: list[nn.Module] = []
+    calls: dict[nn.Module, int] = defaultdict(int)
+    mode = _Uses(model, {pid: p for pid, (_, _, p) in owners.items()}, stack)
+
+    def enter(module, args):
+        # a parameter passed in: the caller's replay needs the gradient of this input
+        takes = any(isinstance(a, torch.Tensor) and id(a) in owners for a in tree_flatten(args)[0])
+        mode.events.append(("call", stack[-1] if stack else None, (module, takes)))
+        calls[module] += 1
+        stack.append(module)
+
+    def leave(module, args, output):
+        stack.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in names]
+    handles += [m.register_forward_hook(leave) for m in names]
+    try:
+        with torch.enable_grad(), mode:
+            model(x.detach())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _plan(mode.events, owners, names, calls)
+
+
+def _plan(events, owners, names, calls) -> Plan:
+    sites_of: dict[int, set[nn.Module | None]] = defaultdict(set)
+    for kind, site, p in events:
+        if kind == "use":
+            sites_of[id(p)].add(site)
+    layers = [
+        m
+        for m in names
+        if calls[m]
+        and _trainable_own(m)
+        and is_closed_form_layer(m)
+        and all(sites_of[id(p)] <= {m} for p in _trainable_own(m).values())
+    ]
+    closed = {id(p) for m in layers for p in _trainable_own(m).values()}
+    by_site: dict[nn.Module, dict[str, nn.Parameter]] = defaultdict(dict)
+    for pid, (_, full, p) in owners.items():
+        sites = sites_of.get(pid, set())
+        if pid in closed or not sites:
+            continue
+        if len(sites) > 1 or None in sites:
+            where = ", ".join(sorted(names.get(s, "(outside any module)") for s in sites))
+            raise NotImplementedError(
+                f"parameter {full!r} is used in the forward of {where}: its per-example "
+                f"gradient sums uses at more than one place, which is not covered; {LAST_LAYER}"
+            )
+        (site,) = sites
+        by_site[site][_relative(site, p, full, names)] = p
+    for module in [*layers, *by_site]:
+        if calls[module] > 1:
+            raise NotImplementedError(
+                f"module {names[module]!r} ({type(module).__name__}) runs more than once per "
+                "forward pass: the norm of a shared parameter's gradient does not split into "
+                f"per-call parts; {LAST_LAYER}"
+            )
+    sites = {s: _site(s, params, events) for s, params in by_site.items()}
+    _check_count(owners, layers, sites, sites_of)
+    return Plan(layers=layers, sites=sites, names=names)
+
+
+def _relative(site: nn.Module, p: nn.Parameter, full: str, names) -> str:
+    """The parameter's name as `torch.func.functional_call(site, ...)` expects it."""
+    for name, q in site.named_parameters(remove_duplicate=False):
+        if q is p:
+            return name
+    raise NotImplementedError(
+        f"parameter {full!r} is used in the forward of {names[site]!r}, which does not "
+        f"contain it; {LAST_LAYER}"
+    )
+
+
+def _site(site: nn.Module, params: dict[str, nn.Parameter], events) -> Site:
+    ids = {id(p) for p in params.values()}
+    out = Site(params=params)
+    used = False
+    for kind, parent, item in events:
+        if parent is not site:
+            continue
+        if kind == "use" and id(item) in ids:
+            used = True
+        elif kind == "call" and _has_trainable(item[0]):
+            out.callees.append(item[0])
+            out.grad_in.append(used or item[1])
+    return out
+
+
+def _check_count(owners, layers, sites, sites_of) -> None:
+    """Every trainable parameter covered exactly once: by a layer, a site or no use."""
+    covered = [id(p) for m in layers for p in _trainable_own(m).values()]
+    covered += [id(p) for s in sites.values() for p in s.params.values()]
+    covered += [pid for pid in owners if not sites_of.get(pid)]
+    if sorted(covered) != sorted(owners):
+        raise RuntimeError("internal: the closed forms do not cover each parameter exactly once")
