@@ -4,6 +4,7 @@ import builtins
 
 import pytest
 import torch
+from test_run import records, run_cli
 from torch import nn
 
 from benchmarks.errors import ConfigError
@@ -117,3 +118,31 @@ def test_without_timm_one_line_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_timm)
     with pytest.raises(ConfigError, match=r"pip install 'prunebench\[timm\]'"):
         check_model("timm", {"arch": "resnet18"})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [
+            "model=timm",
+            "model.arch=vit_tiny_patch16_224",
+            "model.kwargs={patch_size:2,depth:1,embed_dim:32,num_heads:2}",
+        ],
+        ["model=torchvision", "model.arch=mobilenet_v3_small"],
+    ],
+)
+def test_exact_grand_runs_end_to_end_on_digits(tmp_path, overrides):
+    proc = run_cli(
+        tmp_path,
+        *overrides,
+        "method=grand",
+        "method.epoch=1",
+        "method.runs=1",
+        "train.epochs=1",
+        "data.max_train=200",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = records(tmp_path)
+    assert rec["status"] == "finished" and rec["cell"]["model"] == overrides[0].split("=")[1]
+    assert rec["config"]["method"]["params"] == "all"
+    assert rec["selection"]["kept"] == 100
