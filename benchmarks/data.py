@@ -8,6 +8,7 @@ files' paths, sizes and mtimes: a changed file is decoded again, an unchanged on
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -16,10 +17,11 @@ import numbers
 import os
 import pickle
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -69,6 +71,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 GRAY_MODES = frozenset({"1", "L", "LA"})
 SPLITS = ("train", "test")
+STATS_CHUNK_BYTES = 1 << 24
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +90,9 @@ class DataSet:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     fingerprint: str
+    # positions in the training tensors of the data set's own validation split (CINIC-10's
+    # valid), used when data.val_size does not carve one; None where it has none
+    val_index: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for split, x, y in (
@@ -114,6 +120,10 @@ class DataSet:
             )
         if not len(self.mean) == len(self.std) == self.in_channels:
             raise DataError(f"{self.name}: mean/std do not have one value per channel")
+        if self.val_index is not None and (
+            self.val_index.dtype != torch.int64 or self.val_index.dim() != 1
+        ):
+            raise DataError(f"{self.name}: its validation indices are not a 1-d int64 tensor")
 
     @property
     def num_classes(self) -> int:
@@ -138,6 +148,8 @@ class Source:
     download: bool | str
     path: Path | None
     mirror: str | None = None
+    # the whole data config, for keys only some data sets read (resolution, valid, ...)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Source:
@@ -159,6 +171,7 @@ class Source:
             download=download,
             path=None if path is None else root / Path(str(path)).expanduser(),
             mirror=mirror,
+            options=dict(cfg),
         )
 
 
@@ -215,11 +228,19 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of x/255, exact, from value counts (no float copy of x)."""
+    """Per-channel mean and std of x/255, exact, from value counts (no float copy of x).
+
+    Counted over chunks of images, so that the temporary copy of one channel stays small
+    next to a tensor of many gigabytes.
+    """
     values = torch.arange(256, dtype=torch.float64) / 255
+    chunk = max(1, STATS_CHUNK_BYTES // max(1, x[:1, 0].numel()))
     means, stds = [], []
     for c in range(x.shape[1]):
-        counts = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+        counts = torch.zeros(256, dtype=torch.float64)
+        for start in range(0, x.shape[0], chunk):
+            part = x[start : start + chunk, c].reshape(-1)
+            counts += torch.bincount(part, minlength=256).double()
         mean = float((counts * values).sum() / counts.sum())
         var = float((counts * (values - mean) ** 2).sum() / counts.sum())
         means.append(mean)
@@ -250,8 +271,17 @@ def _take(ds: DataSet, train: torch.Tensor | None, test: torch.Tensor | None) ->
     """The examples at `train`/`test` (None: all of that split), fingerprinted anew."""
     tx, ty = (ds.train_x, ds.train_y) if train is None else (ds.train_x[train], ds.train_y[train])
     vx, vy = (ds.test_x, ds.test_y) if test is None else (ds.test_x[test], ds.test_y[test])
+    val_index = ds.val_index
+    if val_index is not None and train is not None:
+        val_index = torch.nonzero(torch.isin(train, val_index)).flatten()
     return replace(
-        ds, train_x=tx, train_y=ty, test_x=vx, test_y=vy, fingerprint=fingerprint(tx, ty, vx, vy)
+        ds,
+        train_x=tx,
+        train_y=ty,
+        test_x=vx,
+        test_y=vy,
+        fingerprint=fingerprint(tx, ty, vx, vy),
+        val_index=val_index,
     )
 
 
@@ -345,6 +375,7 @@ def _read_cache(path: Path, loader: str, report: bool = True) -> DataSet | None:
             mean=tuple(float(m) for m in blob["mean"]),
             std=tuple(float(s) for s in blob["std"]),
             fingerprint=str(blob["fingerprint"]),
+            val_index=blob.get("val_index"),
         )
         computed = fingerprint(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
     except Exception as err:
@@ -387,6 +418,7 @@ def _write_cache(path: Path, ds: DataSet) -> None:
         "mean": list(ds.mean),
         "std": list(ds.std),
         "fingerprint": ds.fingerprint,
+        "val_index": ds.val_index,
     }
     try:
         atomic_write(path, lambda f: torch.save(blob, f))
@@ -678,9 +710,11 @@ def _imagefolder(source: Source) -> DataSet:
     )
 
 
-def _tree_key(parts: Sequence[str]) -> tuple[str, str, str, str] | None:
+def _tree_key(
+    parts: Sequence[str], splits: Sequence[str] = SPLITS
+) -> tuple[str, str, str, str] | None:
     """(top folder, split, class, file) for an image at [top/]split/class/file, else None."""
-    if len(parts) not in (3, 4) or parts[-3] not in SPLITS:
+    if len(parts) not in (3, 4) or parts[-3] not in splits:
         return None
     file = parts[-1]
     if file.startswith(".") or PurePosixPath(file).suffix.lower() not in IMAGE_SUFFIXES:
@@ -688,21 +722,19 @@ def _tree_key(parts: Sequence[str]) -> tuple[str, str, str, str] | None:
     return (parts[0] if len(parts) == 4 else "", parts[-3], parts[-2], file)
 
 
-def _folder_images(path: Path, name: str) -> list[Path]:
-    missing = [str(path / s) for s in SPLITS if not (path / s).is_dir()]
+def _folder_images(path: Path, name: str, splits: Sequence[str] = SPLITS) -> list[Path]:
+    missing = [str(path / s) for s in splits if not (path / s).is_dir()]
     if missing:
-        raise DataError(
-            f"{name}: {', '.join(missing)} not found; an image folder needs "
-            f"{path}/train/<class>/<image> and {path}/test/<class>/<image>"
-        )
+        needed = " and ".join(f"{path}/{s}/<class>/<image>" for s in splits)
+        raise DataError(f"{name}: {', '.join(missing)} not found; an image folder needs {needed}")
     files = (f for f in path.glob("*/*/*") if f.is_file())
-    return sorted(f for f in files if _tree_key(f.relative_to(path).parts) is not None)
+    return sorted(f for f in files if _tree_key(f.relative_to(path).parts, splits) is not None)
 
 
-def _read_folder(root: Path, files: Sequence[Path]) -> list[_Image]:
+def _read_folder(root: Path, files: Sequence[Path], splits: Sequence[str] = SPLITS) -> list[_Image]:
     images = []
     for f in files:
-        _, split, label, file = _tree_key(f.relative_to(root).parts)
+        _, split, label, file = _tree_key(f.relative_to(root).parts, splits)
         try:
             data = f.read_bytes()
         except OSError as err:
@@ -711,13 +743,14 @@ def _read_folder(root: Path, files: Sequence[Path]) -> list[_Image]:
     return images
 
 
-def _read_tar(archive: Path) -> list[_Image]:
+def _read_tar(archive: Path, splits: Sequence[str] = SPLITS) -> list[_Image]:
     """Decode the images of a tar archive while streaming it: nothing is extracted to disk."""
     images, tops = [], set()
     try:
         with tarfile.open(archive, "r|*") as tar:
             for member in tar:
-                key = _tree_key(PurePosixPath(member.name).parts) if member.isfile() else None
+                parts = PurePosixPath(member.name).parts
+                key = _tree_key(parts, splits) if member.isfile() else None
                 if key is None:
                     continue
                 top, split, label, file = key
@@ -730,7 +763,7 @@ def _read_tar(archive: Path) -> list[_Image]:
     if len(tops) > 1:
         raise DataError(
             f"{archive}: holds several image trees ({', '.join(sorted(t + '/' for t in tops))}); "
-            "expected one [top/]train/<class>/ and [top/]test/<class>/"
+            f"expected one [top/]<split>/<class>/ tree with splits {', '.join(splits)}"
         )
     return images
 
@@ -746,16 +779,24 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
 
 
 def _decode_tree(name: str, images: list[_Image]) -> DataSet:
+    classes, arrays = _tree_arrays(name, images, SPLITS)
+    return _assemble(name, arrays["train"], arrays["test"], classes)
+
+
+def _tree_arrays(
+    name: str, images: list[_Image], splits: Sequence[str]
+) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Examples sorted by (class, file name), so that their order never depends on the source."""
     images.sort(key=lambda im: (im.label, im.file))
-    by_split = {s: [im for im in images if im.split == s] for s in SPLITS}
-    classes = sorted({im.label for im in by_split["train"]})
-    test_classes = sorted({im.label for im in by_split["test"]})
-    if not classes or classes != test_classes:
-        raise DataError(
-            f"{name}: train and test must have the same non-empty class folders; train has "
-            f"{classes}, test has {test_classes}"
-        )
+    by_split = {s: [im for im in images if im.split == s] for s in splits}
+    classes = sorted({im.label for im in by_split[splits[0]]})
+    for split in splits[1:]:
+        other = sorted({im.label for im in by_split[split]})
+        if not classes or classes != other:
+            raise DataError(
+                f"{name}: {splits[0]} and {split} must have the same non-empty class folders; "
+                f"{splits[0]} has {classes}, {split} has {other}"
+            )
     reference = images[0]
     for im in images:
         if im.pixels.shape[:2] != reference.pixels.shape[:2]:
@@ -765,8 +806,7 @@ def _decode_tree(name: str, images: list[_Image]) -> DataSet:
             )
     gray = all(im.pixels.ndim == 2 for im in images)
     index = {label: i for i, label in enumerate(classes)}
-    arrays = [_stack(by_split[s], gray, index) for s in SPLITS]
-    return _assemble(name, arrays[0], arrays[1], classes)
+    return classes, {s: _stack(by_split[s], gray, index) for s in splits}
 
 
 def _size(image: _Image) -> str:
@@ -785,3 +825,136 @@ def _stack(
         ]
         x = np.stack(rgb).transpose(0, 3, 1, 2)
     return x, np.array([index[im.label] for im in images], dtype=np.int64)
+
+
+# --- CINIC-10 (the official train/valid/test image tree, folder or archive) -----------------
+
+CINIC_SPLITS = ("train", "valid", "test")
+CINIC_COUNTS = {"train": 90_000, "valid": 90_000, "test": 90_000}
+CINIC_URLS = (
+    "https://datashare.is.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz",
+    "https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz",
+)
+CINIC_VALID = ("train", "val")
+
+
+@DATASETS.register("cinic10")
+def _cinic10(source: Source) -> DataSet:
+    """CINIC-10 (Darlow et al. 2018); `valid` merged into training (data.valid=train, as Data
+    Diet did) or kept apart as the validation split (data.valid=val)."""
+    valid = source.options.get("valid", "train")
+    if valid not in CINIC_VALID:
+        raise ConfigError(
+            f"data.valid={valid!r} is not allowed; use train (CINIC-10's valid split merged "
+            "into training) or val (valid as the validation split)"
+        )
+    path = source.path or source.root / "CINIC-10.tar.gz"
+    if path.is_dir():
+        files = _folder_images(path, source.name, CINIC_SPLITS)
+        read: Callable[[], list[_Image]] = lambda: _read_folder(path, files, CINIC_SPLITS)  # noqa: E731
+    else:
+        remotes = lambda: [Remote(CINIC_URLS, path.name, None, verify=_verify_cinic)]  # noqa: E731
+        files = _locate(source, [[path]], remotes if path.parent == source.root else None)
+        read = lambda: _read_tar(path, CINIC_SPLITS)  # noqa: E731
+    ds = _cached("cinic10", files, source, lambda: _decode_cinic(source.name, read()))
+    return ds if valid == "val" else replace(ds, val_index=None)
+
+
+def _decode_cinic(name: str, images: list[_Image]) -> DataSet:
+    """Training tensors hold train then valid; val_index marks valid's positions."""
+    classes, arrays = _tree_arrays(name, images, CINIC_SPLITS)
+    (tx, ty), (vx, vy) = arrays["train"], arrays["valid"]
+    ds = _assemble(
+        name, (np.concatenate([tx, vx]), np.concatenate([ty, vy])), arrays["test"], classes
+    )
+    return replace(ds, val_index=torch.arange(len(ty), len(ty) + len(vy)))
+
+
+def _verify_cinic(archive: Path) -> None:
+    """The publisher gives no checksum: check that the archive is the whole tree instead."""
+    counts = dict.fromkeys(CINIC_SPLITS, 0)
+    try:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                key = _tree_key(PurePosixPath(member.name).parts, CINIC_SPLITS)
+                if member.isfile() and key is not None:
+                    counts[key[1]] += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise DataError(f"not a readable tar archive ({err})") from None
+    if counts != CINIC_COUNTS:
+        raise DataError(f"the archive holds {counts} images, the official one {CINIC_COUNTS}")
+
+
+# --- Tiny ImageNet (the official zip or its unpacked folder) ------------------------------
+
+TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+# Stanford publishes no checksum; this is the MD5 that Avalanche's loader (ContinualAI/
+# avalanche, benchmarks/datasets/tiny_imagenet) and other independent loaders check.
+TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+TINY_TOP = "tiny-imagenet-200"
+
+
+@DATASETS.register("tiny_imagenet")
+def _tiny_imagenet(source: Source) -> DataSet:
+    """Tiny ImageNet: 200 classes of 64x64 images; the labelled val split is the test set."""
+    path = source.path or source.root / f"{TINY_TOP}.zip"
+    if path.is_dir():
+        files = [path / "val" / "val_annotations.txt"]
+        if not files[0].is_file():
+            raise DataError(
+                f"{source.name}: {files[0]} not found; {path} should be the unpacked "
+                f"{TINY_TOP}/ folder (train/<wnid>/images/, val/images/, val/val_annotations.txt)"
+            )
+        files += sorted(path.glob("train/*/images/*")) + sorted(path.glob("val/images/*"))
+        members: Callable[[], dict[str, Callable[[], bytes]]] = lambda: {  # noqa: E731
+            str(f.relative_to(path).as_posix()): f.read_bytes for f in files
+        }
+    else:
+        remotes = lambda: [Remote((TINY_URL,), path.name, TINY_MD5)]  # noqa: E731
+        files = _locate(source, [[path]], remotes if path.parent == source.root else None)
+        members = lambda: _zip_members(path, TINY_TOP)  # noqa: E731
+    return _cached(
+        "tiny_imagenet", files, source, lambda: _decode_tiny(source.name, members(), str(path))
+    )
+
+
+def _zip_members(archive: Path, top: str) -> dict[str, Callable[[], bytes]]:
+    """The archive's files under `top/`, by their path below it, each read when called."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(f"{archive}: not a readable zip archive ({err})") from None
+    prefix = f"{top}/"
+    return {
+        info.filename.removeprefix(prefix): functools.partial(zf.read, info.filename)
+        for info in zf.infolist()
+        if info.filename.startswith(prefix) and not info.is_dir()
+    }
+
+
+def _decode_tiny(name: str, members: Mapping[str, Callable[[], bytes]], where: str) -> DataSet:
+    annotations = members.get("val/val_annotations.txt")
+    if annotations is None:
+        raise DataError(f"{where}: no val/val_annotations.txt; not the Tiny ImageNet layout")
+    val_labels = {}
+    for line in annotations().decode().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            val_labels[fields[0]] = fields[1]
+    images = []
+    for rel, read in members.items():
+        parts = rel.split("/")
+        if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
+            split, label = "train", parts[1]
+        elif len(parts) == 3 and parts[:2] == ["val", "images"]:
+            if parts[2] not in val_labels:
+                raise DataError(f"{where}: {rel} has no line in val/val_annotations.txt")
+            split, label = "test", val_labels[parts[2]]
+        else:
+            continue
+        at = f"{where}:{rel}"
+        images.append(_Image(split, label, parts[-1], at, _decode_image(read(), at)))
+    classes, arrays = _tree_arrays(name, images, SPLITS)
+    return _assemble(name, arrays["train"], arrays["test"], classes)

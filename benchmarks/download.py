@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +34,15 @@ OTHER_WAYS = (
 class Remote:
     """One official file: where it is published, its checksum, where it lands under the root.
 
-    `md5` is None only where the publisher gives no checksum (the loader then checks the
-    layout and counts instead); `extract` unpacks an archive into the root after the check.
+    `md5` is None only where the publisher gives no checksum; `verify` then checks the file
+    (its layout and counts), raising DataError; `extract` unpacks an archive into the root.
     """
 
     urls: tuple[str, ...]
     filename: str
     md5: str | None
     extract: bool = False
+    verify: Callable[[Path], None] | None = None
 
 
 def fetch(name: str, remotes: Sequence[Remote], root: Path, mirror: str | None) -> None:
@@ -116,6 +117,11 @@ def _fetch_one(name: str, remote: Remote, root: Path, scratch: Path, mirror: str
                 f"{name}: {url} gave a file with MD5 {found}, not the published {remote.md5}; "
                 f"nothing was kept; retry later, {OTHER_WAYS}"
             )
+    if remote.verify is not None:
+        try:
+            remote.verify(local)
+        except DataError as err:
+            raise DataError(f"{name}: {url}: {err}; nothing was kept; {OTHER_WAYS}") from None
     if not remote.extract:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(local, target)

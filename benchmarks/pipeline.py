@@ -137,9 +137,17 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
     ds = load_dataset(cfg.data)
     n = int(ds.train_y.shape[0])
     val_size = cfg.data.get("val_size") or 0
+    if val_size and ds.val_index is not None:
+        raise ConfigError(
+            f"data.val_size={val_size!r} carves a validation split but {ds.name} brings its "
+            "own (data.valid=val); set data.val_size=0 or data.valid=train"
+        )
     if val_size:
         rest, val = stratified_split(ds.train_y, val_size, int(cfg.data.get("val_seed", 0)))
         train_index, val_index = rest.numpy(), val.numpy()
+    elif ds.val_index is not None:
+        val_index = ds.val_index.numpy()
+        train_index = np.setdiff1d(np.arange(n), val_index)
     else:
         train_index, val_index = np.arange(n), np.empty(0, dtype=np.int64)
     y = ds.train_y[torch.from_numpy(train_index)]

@@ -1,0 +1,213 @@
+"""The peers' data sets on tiny files written in their official formats: CINIC-10's
+train/valid/test tree, Tiny ImageNet's zip with val_annotations.txt, downsampled ImageNet's
+npz batches, ImageNet's train/val ImageFolder decoded at a resolution."""
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from loopback import md5, serve
+from omegaconf import OmegaConf
+from PIL import Image
+
+from benchmarks import data as data_module
+from benchmarks.data import load_dataset
+from benchmarks.errors import ConfigError, DataError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def preset(name: str, **overrides: object) -> dict:
+    cfg = OmegaConf.load(CONF / "config.yaml")
+    cfg.data = OmegaConf.merge(cfg.data, OmegaConf.load(CONF / "data" / f"{name}.yaml"), overrides)
+    return OmegaConf.to_container(cfg.data, resolve=True)
+
+
+def sha256(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def png(value: int, size: tuple[int, int], mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, value if mode == "L" else (value, value // 2, 255 - value)).save(
+        out, "PNG"
+    )
+    return out.getvalue()
+
+
+# --- CINIC-10 --------------------------------------------------------------------------------
+
+CINIC = {"train": 3, "valid": 2, "test": 1}
+CINIC_CLASSES = ("airplane", "cat")
+
+
+def cinic_members() -> dict[str, bytes]:
+    """split/class/file.png; pixel value = 100*split + 10*class + file (one grey image)."""
+    members = {}
+    for s, (split, count) in enumerate(CINIC.items()):
+        for c, label in enumerate(CINIC_CLASSES):
+            for i in range(count):
+                mode = "L" if (split, c, i) == ("train", 1, 0) else "RGB"
+                members[f"{split}/{label}/n{i}.png"] = png(100 * s + 10 * c + i, (32, 32), mode)
+    return members
+
+
+def write_cinic_tar(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in sorted(cinic_members().items(), reverse=True):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def write_cinic_folder(folder: Path) -> Path:
+    for name, blob in cinic_members().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(blob)
+    return folder
+
+
+def cinic_cfg(tmp_path: Path, **kw: object) -> dict:
+    return preset("cinic10", root=str(tmp_path), cache_dir=str(tmp_path / "c"), **kw)
+
+
+def test_cinic10_archive_merges_valid_into_training_in_class_order(tmp_path):
+    write_cinic_tar(tmp_path / "CINIC-10.tar.gz")
+    ds = load_dataset(cinic_cfg(tmp_path))
+    assert ds.classes == CINIC_CLASSES
+    assert ds.train_x.shape == (10, 3, 32, 32) and ds.test_x.shape == (2, 3, 32, 32)
+    # train (class 0: n0..n2, class 1: n0..n2), then valid (class 0: n0, n1, class 1: n0, n1)
+    assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 1, 1]
+    assert ds.train_x[:, 0, 0, 0].tolist() == [0, 1, 2, 10, 11, 12, 100, 101, 110, 111]
+    assert ds.train_x[3, :, 0, 0].tolist() == [10, 10, 10]  # the grey image, as RGB
+    assert ds.test_x[:, 0, 0, 0].tolist() == [200, 210] and ds.test_y.tolist() == [0, 1]
+    assert ds.val_index is None
+    assert ds.fingerprint == sha256(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+
+
+def test_cinic10_valid_as_the_validation_split(tmp_path):
+    write_cinic_tar(tmp_path / "CINIC-10.tar.gz")
+    ds = load_dataset(cinic_cfg(tmp_path, valid="val"))
+    assert ds.val_index.tolist() == [6, 7, 8, 9]
+    assert ds.train_x[ds.val_index, 0, 0, 0].tolist() == [100, 101, 110, 111]
+    sub = load_dataset(cinic_cfg(tmp_path, valid="val", max_train=5, subset_seed=1))
+    kept = data_module.stratified_split(ds.train_y, 5, 1)[1]
+    assert sub.val_index.tolist() == [i for i, k in enumerate(kept.tolist()) if k >= 6]
+    with pytest.raises(ConfigError, match=r"data\.valid='both'.*train.*val"):
+        load_dataset(cinic_cfg(tmp_path, valid="both"))
+
+
+def test_cinic10_folder_equals_archive(tmp_path):
+    write_cinic_tar(tmp_path / "CINIC-10.tar.gz")
+    folder = write_cinic_folder(tmp_path / "CINIC-10")
+    from_folder = load_dataset(cinic_cfg(tmp_path, path=str(folder)))
+    assert from_folder.fingerprint == load_dataset(cinic_cfg(tmp_path)).fingerprint
+
+
+def test_cinic10_download_checks_the_layout_without_a_published_checksum(tmp_path, monkeypatch):
+    with serve(tmp_path / "www") as mirror:
+        write_cinic_tar(mirror.path_of(data_module.CINIC_URLS[0]))
+        root = tmp_path / "data"
+        with pytest.raises(
+            DataError,
+            match=r"holds \{'train': 6, 'valid': 4, 'test': 2\} images, the official one",
+        ):
+            load_dataset(cinic_cfg(root, mirror=mirror.url))
+        assert [p.name for p in root.iterdir()] == [".cinic10.download.lock"]
+        monkeypatch.setattr(data_module, "CINIC_COUNTS", {"train": 6, "valid": 4, "test": 2})
+        ds = load_dataset(cinic_cfg(root, mirror=mirror.url))
+    assert ds.train_x.shape[0] == 10 and (root / "CINIC-10.tar.gz").is_file()
+
+
+# --- Tiny ImageNet ---------------------------------------------------------------------------
+
+TINY_WNIDS = ("n02", "n01", "n03")  # wnids.txt is not sorted; classes are
+
+
+def write_tiny_zip(path: Path) -> Path:
+    """train/<wnid>/images/<wnid>_<i>.JPEG x2, val/images/val_<i>.JPEG + val_annotations.txt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    top = "tiny-imagenet-200"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{top}/wnids.txt", "\n".join(TINY_WNIDS) + "\n")
+        for wnid in TINY_WNIDS:
+            c = sorted(TINY_WNIDS).index(wnid)
+            zf.writestr(f"{top}/train/{wnid}/{wnid}_boxes.txt", "")
+            for i in range(2):
+                zf.writestr(f"{top}/train/{wnid}/images/{wnid}_{i}.JPEG", png(40 * c + i, (64, 64)))
+        annotations = []
+        for i, wnid in enumerate(("n03", "n01", "n01", "n02")):
+            c = sorted(TINY_WNIDS).index(wnid)
+            zf.writestr(f"{top}/val/images/val_{i}.JPEG", png(200 + 10 * c + i, (64, 64), "L"))
+            annotations.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+        zf.writestr(f"{top}/val/val_annotations.txt", "\n".join(annotations) + "\n")
+        zf.writestr(f"{top}/test/images/test_0.JPEG", png(7, (64, 64)))
+    return path
+
+
+def tiny_cfg(tmp_path: Path, **kw: object) -> dict:
+    return preset("tiny_imagenet", root=str(tmp_path), cache_dir=str(tmp_path / "c"), **kw)
+
+
+def test_tiny_imagenet_regroups_val_by_its_annotations(tmp_path):
+    write_tiny_zip(tmp_path / "tiny-imagenet-200.zip")
+    ds = load_dataset(tiny_cfg(tmp_path))
+    assert ds.classes == ("n01", "n02", "n03")
+    assert ds.train_x.shape == (6, 3, 64, 64) and ds.test_x.shape == (4, 3, 64, 64)
+    assert ds.train_y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert ds.train_x[:, 0, 0, 0].tolist() == [0, 1, 40, 41, 80, 81]
+    # val_1, val_2 are n01; val_3 n02; val_0 n03 (sorted by class, then file)
+    assert ds.test_y.tolist() == [0, 0, 1, 2]
+    assert ds.test_x[:, 0, 0, 0].tolist() == [201, 202, 213, 220]
+    assert ds.test_x[0, :, 5, 5].tolist() == [201] * 3  # grey JPEGs become RGB
+    assert ds.fingerprint == sha256(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+
+
+def test_tiny_imagenet_folder_equals_zip(tmp_path):
+    archive = write_tiny_zip(tmp_path / "tiny-imagenet-200.zip")
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    folder = tmp_path / "unpacked" / "tiny-imagenet-200"
+    from_folder = load_dataset(tiny_cfg(tmp_path, path=str(folder)))
+    assert from_folder.fingerprint == load_dataset(tiny_cfg(tmp_path)).fingerprint
+
+
+def test_tiny_imagenet_auto_download_checks_the_md5(tmp_path, monkeypatch):
+    with serve(tmp_path / "www") as mirror:
+        served = write_tiny_zip(mirror.path_of(data_module.TINY_URL))
+        with pytest.raises(DataError, match=r"not the published 90528d7ca1a48142e341f4ef8d21d0de"):
+            load_dataset(tiny_cfg(tmp_path / "data", mirror=mirror.url))
+        monkeypatch.setattr(data_module, "TINY_MD5", md5(served))
+        ds = load_dataset(tiny_cfg(tmp_path / "data", mirror=mirror.url))
+    assert ds.num_classes == 3 and (tmp_path / "data" / "tiny-imagenet-200.zip").is_file()
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def test_cinic10_valid_is_the_runs_validation_split(tmp_path):
+    from benchmarks.pipeline import prepare
+
+    write_cinic_tar(tmp_path / "CINIC-10.tar.gz")
+    where = [f"data.root={tmp_path}", f"data.cache_dir={tmp_path / 'c'}"]
+    prep = prepare(compose("data=cinic10", "data.valid=val", *where), torch.device("cpu"))
+    assert prep.val_index.tolist() == [6, 7, 8, 9] and prep.train_index.tolist() == list(range(6))
+    assert prep.val_x[:, 0, 0, 0].tolist() == [100, 101, 110, 111]
+    merged = prepare(compose("data=cinic10", *where), torch.device("cpu"))
+    assert merged.train_index.tolist() == list(range(10)) and merged.val_index.size == 0
+    with pytest.raises(ConfigError, match=r"data\.val_size=2 .*own \(data\.valid=val\)"):
+        prepare(compose("data=cinic10", "data.valid=val", "data.val_size=2", *where), "cpu")
