@@ -26,13 +26,19 @@ OUTPUTS = ("features", "logits")
 
 
 def proxy_outputs(
-    ctx: ScoreContext, proxy: Proxy, run: int, epoch: int, with_val: bool = False
+    ctx: ScoreContext,
+    proxy: Proxy,
+    run: int,
+    epoch: int,
+    with_val: bool = False,
+    count_cost: bool = True,
 ) -> dict[str, np.ndarray]:
     """Float32 penultimate `features` [N, D] and `logits` [N, K] of proxy run `run` at `epoch`.
 
     Eval mode, un-augmented images, no autocast: distances between features need float32.
     `with_val` adds `val_features` and `val_logits`, the same proxy's outputs on the
-    validation split (`ctx.val_x`), from the same training.
+    validation split (`ctx.val_x`), from the same training. `count_cost=False` reads them
+    again without adding their cost to the run's score cost (subset weights after scoring).
     """
     splits = {"": ctx.train_x}
     if with_val:
@@ -73,7 +79,8 @@ def proxy_outputs(
         arrays, meta = ctx.cache.load_or_compute(
             "features", material, compute, lambda m: set(m.get("outputs", ())) >= set(OUTPUTS)
         )
-    ctx.cost.add_artifact(meta)
+    if count_cost:
+        ctx.cost.add_artifact(meta)
     return arrays
 
 
@@ -112,11 +119,13 @@ class FeatureMethod(ProxyMethod):
         found = self.outputs(ctx, run)["features"]
         return torch.from_numpy(found).to(ctx.device, torch.float64)
 
-    def outputs(self, ctx: ScoreContext, run: int, with_val: bool = False) -> dict[str, np.ndarray]:
+    def outputs(
+        self, ctx: ScoreContext, run: int, with_val: bool = False, count_cost: bool = True
+    ) -> dict[str, np.ndarray]:
         """The proxy's float32 features and logits at the method's epoch (see proxy_outputs)."""
         proxy = self.proxy_spec
         epoch = ctx.proxy_settings(proxy.epochs).epochs if self.epoch is None else self.epoch
-        return proxy_outputs(ctx, proxy, run, epoch, with_val)
+        return proxy_outputs(ctx, proxy, run, epoch, with_val, count_cost)
 
     def run_seed(self, run: int, purpose: str, *index: int) -> int:
         """A seed for the method's own randomness, fixed by the score seed and the run."""

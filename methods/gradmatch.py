@@ -1,0 +1,144 @@
+"""GradMatch (Killamsetty et al., ICML 2021): a weighted subset matching the data's gradient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+from benchmarks.errors import ConfigError
+from benchmarks.train import LossWeights
+from methods.base import ScoreContext
+from methods.features import order_scores
+from methods.last_layer import (
+    ClassGradients,
+    GradientMethod,
+    last_layer_gradients,
+    output_errors,
+    split_by_class,
+)
+from methods.registry import register
+
+TARGETS = ("train", "val")
+
+
+def omp_order(gradients: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+    """The whole sequence of DeepCore's orthogonal matching pursuit, A = gradients [n, d].
+
+    Step t picks argmax_{j not picked} <a_j, r> (signed, as DeepCore), then refits
+    x = argmin ||A_S^T x - b||^2 + lam ||x||^2 (the first pick: the plain projection,
+    as DeepCore) and r = b - A_S^T x. By the push-through identity the ridge residual is
+    lam (A_S^T A_S + lam I_d)^-1 b, kept by Sherman-Morrison updates of a d x d inverse:
+    O(n d + d^2) per pick instead of refitting a |S| x |S| system.
+    """
+    n, d = gradients.shape
+    picked = np.zeros(n, dtype=bool)
+    order = np.empty(n, dtype=np.int64)
+    inverse = np.eye(d) / lam
+    residual = target.astype(np.float64).copy()
+    for t in range(n):
+        projections = gradients @ residual
+        projections[picked] = -np.inf
+        pick = int(np.argmax(projections))
+        order[t], picked[pick] = pick, True
+        a = gradients[pick]
+        qa = inverse @ a
+        inverse -= np.outer(qa, qa) / (1.0 + a @ qa)
+        if t == 0:
+            residual = target - a * (a @ target) / max(a @ a, np.finfo(np.float64).tiny)
+        else:
+            residual = lam * (inverse @ target)
+    return order
+
+
+def nonnegative_weights(gradients: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+    """DeepCore's final weights of a chosen set: nnls((A_S A_S^T + lam I) x = A_S b)."""
+    system = gradients @ gradients.T + lam * np.eye(gradients.shape[0])
+    return nnls(system, gradients @ target)[0]
+
+
+def validation_gradients(outputs: dict[str, np.ndarray], ctx: ScoreContext) -> np.ndarray:
+    """Last-layer loss gradients [n_val, K (D + 1)] of the validation split, float64."""
+    h = torch.from_numpy(outputs["val_features"]).double()
+    errors = output_errors(torch.from_numpy(outputs["val_logits"]).double(), ctx.val_y.cpu())
+    return last_layer_gradients(errors, h).numpy()
+
+
+@register
+@dataclass
+class GradMatch(GradientMethod):
+    """OMP matching each class's mean last-layer gradient, per class; weighted subset.
+
+    As DeepCore (its balance=True default): per class, A = the class's last-layer loss
+    gradients, b = their mean (`target=train`) or the class's mean validation gradient
+    (`target=val`, needs data.val_size), ridge `lam` (1); the subset trains with the
+    non-negative least-squares weights of the kept examples, the batch loss normalised
+    by the batch's weights (DeepCore's sum w l / sum w). Deviation: DeepCore drops
+    examples whose nnls weight is 0 (its subset is then smaller than the budget); here
+    they stay kept with weight 0, so the kept count is the budget's.
+    """
+
+    name = "gradmatch"
+    summary = (
+        "(n_c - rank) / n_c in the orthogonal-matching-pursuit sequence matching the class's "
+        "mean last-layer gradient (ridge lam); kept examples weighted by non-negative LS"
+    )
+    paper = (
+        "Killamsetty et al. GRAD-MATCH: Gradient Matching based Data Subset Selection for "
+        "Efficient Deep Model Training. ICML 2021; as in Guo et al. DeepCore. DEXA 2022"
+    )
+    direction = "high = picked earlier by OMP = kept first (keep=hard = the GradMatch subset)"
+
+    lam: float = 1.0
+    target: str = "train"
+    batch_normalise: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target not in TARGETS:
+            raise ConfigError(f"method.target={self.target!r} is not one of {', '.join(TARGETS)}")
+        if self.lam <= 0:
+            raise ConfigError(f"method.lam={self.lam} must be > 0")
+
+    def _classes(
+        self, ctx: ScoreContext, run: int, count_cost: bool = True
+    ) -> list[tuple[ClassGradients, np.ndarray]]:
+        """Each class's gradients with the vector b its subset matches."""
+        with_val = self.target == "val"
+        outputs = self.outputs(ctx, run, with_val=with_val, count_cost=count_cost)
+        groups = split_by_class(outputs["features"], outputs["logits"], ctx)
+        if not with_val:
+            return [(g, g.gradients().mean(dim=0).cpu().numpy()) for g in groups]
+        val_gradients = validation_gradients(outputs, ctx)
+        val_labels = ctx.val_y.cpu().numpy()
+        matched = []
+        for group in groups:
+            label = ctx.labels[group.members[0]]
+            if not np.any(val_labels == label):
+                raise ConfigError(f"class {label} has no validation example: raise data.val_size")
+            matched.append((group, val_gradients[val_labels == label].mean(axis=0)))
+        return matched
+
+    def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        scores = np.empty(ctx.n, dtype=np.float64)
+        for group, target in self._classes(ctx, run):
+            gradients = group.gradients().cpu().numpy()
+            scores[group.members] = order_scores(omp_order(gradients, target, self.lam))
+        return scores
+
+    def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights:
+        runs = []
+        for run in range(self.runs):
+            weights = np.zeros(ctx.n, dtype=np.float64)
+            for group, target in self._classes(ctx, run, count_cost=False):
+                inside = np.flatnonzero(np.isin(group.members, kept))
+                if inside.size:
+                    gradients = group.gradients().cpu().numpy()[inside]
+                    weights[group.members[inside]] = nonnegative_weights(
+                        gradients, target, self.lam
+                    )
+            runs.append(weights[kept])
+        values = torch.from_numpy(np.mean(runs, axis=0))
+        return LossWeights(values, batch_normalise=self.batch_normalise)

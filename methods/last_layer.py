@@ -1,0 +1,96 @@
+"""Per-example gradients of the loss w.r.t. the proxy's last linear layer, as DeepCore uses them.
+
+For cross-entropy through a linear head z = W h + b, example i's gradient is
+g_i = [e_i, e_i (x) h_i] with e_i = softmax(z_i) - onehot(y_i): bias part first, then the
+weight part row by row (DeepCore's layout). Everything here comes from the cached proxy
+features and logits, so no model pass is needed. Inner products never need g itself:
+<g_i, g_j> = <e_i, e_j> (1 + <h_i, h_j>), so a class's Gram matrix costs
+O(n_c^2 (K + D)) time and 8 n_c^2 bytes (float64) — one class at a time, never N x N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from methods.base import ScoreContext
+from methods.features import FeatureMethod
+
+
+def output_errors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """e = softmax(z) - onehot(y) [n, K]: the loss gradient w.r.t. the logits."""
+    return logits.softmax(dim=1) - F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+
+
+def last_layer_gradients(errors: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """g = [e, e (x) h] [n, K (D + 1)], DeepCore's layout (bias gradient first)."""
+    weight = (errors[:, :, None] * features[:, None, :]).flatten(1)
+    return torch.cat([errors, weight], dim=1)
+
+
+def gradient_gram(
+    errors: torch.Tensor,
+    features: torch.Tensor,
+    other_errors: torch.Tensor | None = None,
+    other_features: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """<g_i, g_j> = <e_i, e_j> (1 + <h_i, h_j>) between two sets (the same set by default)."""
+    if other_errors is None or other_features is None:
+        other_errors, other_features = errors, features
+    return (errors @ other_errors.T) * (1.0 + features @ other_features.T)
+
+
+def gram_distances(gram: torch.Tensor) -> torch.Tensor:
+    """||g_i - g_j||_2 from the Gram matrix, clipped at 1e-12 before the root as DeepCore."""
+    squared = gram.diagonal()[:, None] + gram.diagonal()[None, :] - 2.0 * gram
+    return squared.clamp_min(1e-12).sqrt()
+
+
+def cosine_kernel(gram: torch.Tensor) -> torch.Tensor:
+    """0.5 + 0.5 cos(g_i, g_j): DeepCore's similarity for submodular selection, in [0, 1]."""
+    norms = gram.diagonal().clamp_min(torch.finfo(gram.dtype).tiny).sqrt()
+    return 0.5 + 0.5 * gram / (norms[:, None] * norms[None, :])
+
+
+@dataclass
+class ClassGradients:
+    """One class's examples (positions in the training set) and their gradient factors."""
+
+    members: np.ndarray
+    errors: torch.Tensor
+    features: torch.Tensor
+
+    def gram(self) -> torch.Tensor:
+        return gradient_gram(self.errors, self.features)
+
+    def gradients(self) -> torch.Tensor:
+        return last_layer_gradients(self.errors, self.features)
+
+
+@dataclass
+class GradientMethod(FeatureMethod):
+    """A method on last-layer gradients of the proxy at `epoch`, one class at a time."""
+
+    def class_gradients(
+        self, ctx: ScoreContext, run: int, count_cost: bool = True
+    ) -> list[ClassGradients]:
+        """Per class: members and float64 (e, h) on the context's device."""
+        outputs = self.outputs(ctx, run, count_cost=count_cost)
+        return split_by_class(outputs["features"], outputs["logits"], ctx)
+
+
+def split_by_class(features: np.ndarray, logits: np.ndarray, ctx: ScoreContext) -> list:
+    """ClassGradients of every class present in the training labels, in label order."""
+    h = torch.from_numpy(features).to(ctx.device, torch.float64)
+    z = torch.from_numpy(logits).to(ctx.device, torch.float64)
+    errors = output_errors(z, ctx.train_y.to(ctx.device))
+    labels = ctx.labels
+    groups = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        index = torch.from_numpy(members).to(ctx.device)
+        groups.append(ClassGradients(members, errors[index], h[index]))
+    return groups
