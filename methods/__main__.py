@@ -15,7 +15,10 @@ def describe() -> str:
             ("score", cls.summary),
             ("paper", cls.paper),
             ("keep=hard", cls.direction),
+            ("cost", cls.cost),
         ):
+            if not text:
+                continue
             lines += textwrap.wrap(
                 text, 96, initial_indent=f"  {label:<10}", subsequent_indent=" " * 12
             )

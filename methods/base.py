@@ -121,6 +121,8 @@ class PruningMethod(ABC):
     summary: ClassVar[str]
     paper: ClassVar[str]
     direction: ClassVar[str]
+    # what computing the score costs beyond its proxy trainings (time and memory), if notable
+    cost: ClassVar[str] = ""
     prunes: ClassVar[bool] = True
     dynamic: ClassVar[bool] = False
 

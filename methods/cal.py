@@ -59,6 +59,10 @@ class CAL(FeatureMethod):
         "as in Guo et al. DeepCore. DEXA 2022"
     )
     direction = "high = predicted unlike its feature-space neighbours = kept first"
+    cost = (
+        "one proxy training per run; exact k-NN per class in chunks of 1024 rows: O(n_c^2 "
+        "D) time, 1024 n_c floats"
+    )
 
     neighbors: int = 10
     per_class: bool = True

@@ -57,6 +57,9 @@ class ContextualDiversity(FeatureMethod):
         "DeepCore. DEXA 2022"
     )
     direction = "high = picked earlier (farthest in prediction space) = kept first"
+    cost = (
+        "one proxy training per run; k-center over the whole class: O(n_c^2 K) time, O(n_c) memory"
+    )
 
     per_class: bool = True
 

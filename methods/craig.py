@@ -51,6 +51,10 @@ class CRAIG(GradientMethod):
         "Learning Models. ICML 2020; as in Guo et al. DeepCore. DEXA 2022"
     )
     direction = "high = picked earlier by the greedy = kept first (keep=hard = the CRAIG coreset)"
+    cost = (
+        "one proxy training per run; per class an n_c x n_c similarity (8 n_c^2 bytes), "
+        "lazy greedy over the whole class; weights recompute it once"
+    )
 
     per_class: bool = True
     batch_normalise: bool = True

@@ -101,6 +101,10 @@ class DeepFool(ProxyMethod):
         "DeepCore. DEXA 2022"
     )
     direction = "high = smallest perturbation = closest to the decision boundary = kept first"
+    cost = (
+        "one proxy training per run; at most max_iter x K input-gradient backward passes "
+        "per example (most flip within a few)"
+    )
 
     runs: int = 1
     epoch: int | None = None

@@ -78,6 +78,7 @@ class DUAL(ProxyMethod):
         "and Prediction Uncertainty. ICML 2025"
     )
     direction = "high = uncertain and not yet learned = kept first"
+    cost = "one recorded proxy training to epoch T per run; O(N T) to score; Beta sampling O(N)"
 
     runs: int = 1
     horizon: int = 30

@@ -76,6 +76,10 @@ class Glister(GradientMethod):
         "and Robust Learning. AAAI 2021; as in Guo et al. DeepCore. DEXA 2022"
     )
     direction = "high = picked earlier (most validation-loss decrease) = kept first"
+    cost = (
+        "one proxy training per run; exact greedy O(n_c^2 d + n_c n_val,c d) per class, d "
+        "= K (D + 1)"
+    )
 
     eta: float | None = None
 

@@ -90,6 +90,10 @@ class GradMatch(GradientMethod):
         "Efficient Deep Model Training. ICML 2021; as in Guo et al. DeepCore. DEXA 2022"
     )
     direction = "high = picked earlier by OMP = kept first (keep=hard = the GradMatch subset)"
+    cost = (
+        "one proxy training per run; per class n_c x K (D + 1) gradients, OMP O(n_c (n_c "
+        "d + d^2)), d = K (D + 1); weights: an nnls of the kept k_c x k_c system"
+    )
 
     lam: float = 1.0
     target: str = "train"

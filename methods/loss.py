@@ -33,6 +33,7 @@ class Loss(ProxyMethod):
         "on a Data Diet. NeurIPS 2021 (EL2N and GraNd bound it)"
     )
     direction = "high = hard = kept first"
+    cost = "one recorded proxy training to epoch t per run; reading it is O(N)"
 
     epoch: int = 20
 

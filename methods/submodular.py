@@ -40,6 +40,11 @@ class Submodular(GradientMethod):
         "Machine Learning. ALT 2021; as in Guo et al. DeepCore. DEXA 2022"
     )
     direction = "high = picked earlier by the greedy = kept first (keep=hard = the selection)"
+    cost = (
+        "one proxy training per run; per class an n_c x n_c kernel (8 n_c^2 bytes); "
+        "facility location lazy greedy, graph cut O(n_c^2), log-det O(n_c r^2), r <= K (D "
+        "+ 1) + 1"
+    )
 
     function: str = "log_determinant"
     lam: float = 1.0

@@ -88,6 +88,10 @@ class VoG(ProxyMethod):
         "CVPR 2022"
     )
     direction = "high = input gradients vary across training = hard = kept first"
+    cost = (
+        "one proxy training per run plus one input-gradient pass over the data after each "
+        "epoch; 2 N H W floats of running moments"
+    )
 
     runs: int = 1
     horizon: int | None = None
