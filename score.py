@@ -2,27 +2,28 @@
 
 python score.py method=el2n data=fashion_mnist out=el2n.csv
 python score.py -m method=el2n,forgetting        # pre-compute a grid's scores
+
+Exit code: 0 done, 2 bad input, 3 a crash (a multirun: the worst of its jobs).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.errors import PrunebenchError
+from benchmarks.cli import ExitCode, cell_outcome, report, run_entry_point
+from benchmarks.config_schema import validate
 from benchmarks.export import export_scores
 from benchmarks.pipeline import method_from_config, prepare, resolve_device
-
-_exit_codes: list[int] = []
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="score")
 def main(cfg: DictConfig) -> None:
-    try:
+    with cell_outcome():
+        validate(cfg)
         method, label = method_from_config(cfg.method)
         start = time.perf_counter()
         prep = prepare(cfg, resolve_device(str(cfg.device)))
@@ -38,17 +39,13 @@ def main(cfg: DictConfig) -> None:
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         out = export_scores(Path(str(cfg.out)), prep.train_index, prep.ctx.labels, runs, meta)
-    except PrunebenchError as err:
-        print(f"prunebench: error: {err}", file=sys.stderr)
-        _exit_codes.append(2)
-        return
-    print(
-        f"{method.name} scores of {runs.shape[1]} examples ({runs.shape[0]} runs, "
-        f"{prep.ctx.cost.trainings_run} proxy trainings run now) -> {out}",
-        flush=True,
-    )
+        print(
+            f"{method.name} scores of {runs.shape[1]} examples ({runs.shape[0]} runs, "
+            f"{prep.ctx.cost.trainings_run} proxy trainings run now) -> {out}",
+            flush=True,
+        )
+        report(ExitCode.FINISHED)
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(max(_exit_codes, default=0))
+    run_entry_point(main)

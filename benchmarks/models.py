@@ -8,6 +8,7 @@ them itself with the data set's statistics, and exposes its penultimate features
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from benchmarks.errors import ConfigError
 from benchmarks.library_models import check_timm, check_torchvision, timm_body, torchvision_body
+from benchmarks.options import check_option_types
 from benchmarks.registry import Registry
 
 Body = nn.Module
@@ -84,8 +86,9 @@ def build_model(
 
 
 def check_model(name: str, options: Mapping[str, Any]) -> None:
-    """Fail early, naming the choices, on an unknown model or model option."""
-    parameters = inspect.signature(MODELS.get(name)).parameters
+    """Fail early, naming the choices, on an unknown model or model option or its type."""
+    factory = MODELS.get(name)
+    parameters = inspect.signature(factory).parameters
     allowed = [p for p in parameters if p not in ("in_channels", "image_size")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -93,6 +96,7 @@ def check_model(name: str, options: Mapping[str, Any]) -> None:
             f"model '{name}' has no option {', '.join(unknown)}; its options: "
             f"{', '.join(allowed) or '(none)'}"
         )
+    check_option_types("model", options, typing.get_type_hints(factory))
     if name in LIBRARY_CHECKS:
         LIBRARY_CHECKS[name](options)
 

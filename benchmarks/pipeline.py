@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
+from benchmarks.config_schema import validate
 from benchmarks.data import DataSet, load_dataset, stratified_split
-from benchmarks.errors import ConfigError, RunDiverged
+from benchmarks.errors import ConfigError, PrunebenchError, RunDiverged
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
 from benchmarks.results import (
@@ -184,7 +185,11 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
 
 
 def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
-    """Execute one cell and write its record; return the record."""
+    """Execute one cell and write its record; return the record.
+
+    Bad input (PrunebenchError) leaves no record, wherever it is found: it is not a result.
+    """
+    validate(cfg)
     started_at = utc_now()
     timer = Timer()
     spec = prune_spec(cfg.prune)
@@ -245,6 +250,9 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
         record["status"] = "diverged"
         record["error"] = str(err)
         raise
+    except PrunebenchError:
+        record["status"] = "rejected"
+        raise
     except Exception as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
@@ -254,7 +262,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
         record["finished_at"] = utc_now()
         try:
             # an interrupted run (Ctrl-C) leaves no record, only its checkpoint to resume from
-            if "data" in record and record["status"] != "running":
+            if "data" in record and record["status"] not in ("running", "rejected"):
                 _save(results_dir, record, fallback_folders(cache_dir), checkpointing)
         finally:
             if logger is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +21,7 @@ import torch
 from benchmarks.augment import Augment
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
+from benchmarks.options import check_option_types
 from benchmarks.train import LossWeights, TrainSettings
 from methods.select import PruneSpec, select
 
@@ -156,7 +158,7 @@ class PruningMethod(ABC):
 
 
 def make_method(cls: type[PruningMethod], options: dict[str, Any]) -> PruningMethod:
-    """Instantiate a method from config, naming any option it does not take."""
+    """Instantiate a method from config, naming any option it does not take or mistypes."""
     allowed = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -164,4 +166,6 @@ def make_method(cls: type[PruningMethod], options: dict[str, Any]) -> PruningMet
             f"method '{cls.name}' has no option {', '.join(unknown)}; "
             f"its options: {', '.join(sorted(allowed)) or '(none)'}"
         )
+    if allowed:
+        check_option_types("method", options, typing.get_type_hints(cls))
     return cls(**options)

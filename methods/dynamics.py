@@ -16,6 +16,7 @@ seed) therefore come from one training, cached as one artifact.
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
+from benchmarks.options import check_option_types
 from benchmarks.seeding import derive_seed
 from benchmarks.train import BatchHook, EpochHook, budget_steps, predict_logits, train
 from methods.base import ScoreContext
@@ -57,6 +59,7 @@ class Proxy:
             raise ConfigError(
                 f"method.proxy has no option {', '.join(unknown)}; its options: epochs, model, seed"
             )
+        check_option_types("method.proxy", options, typing.get_type_hints(cls))
         return cls(**options)
 
     def run_seed(self, run: int) -> int:
