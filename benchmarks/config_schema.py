@@ -4,17 +4,22 @@ The dataclasses are stored in Hydra's ConfigStore and head the defaults list of
 conf/config.yaml (`schema: run`), so every yaml file and override is merged into a
 typed node: an unknown key or a value of the wrong type stops the composition.
 `validate` repeats the check on the composed config, because Hydra adds `+key=value`
-overrides past the schema. Method and model options are open mappings, checked by
-the method's and the model's own dataclass and signature (methods/base.py,
-benchmarks/models.py).
+overrides past the schema; it checks the data section too, which is open at
+composition because some keys belong to one data set only (DATA_SET_KEYS). Method and
+model options are open mappings, checked by the method's and the model's own
+dataclass and signature (methods/base.py, benchmarks/models.py).
 
 A new key is one line in its group's dataclass here (name, type, default) plus its
-value in the yaml file(s) that set it.
+value in the yaml file(s) that set it: a key every data set has goes into DataConfig
+and conf/config.yaml's data section; a key of one data set into its entry of
+DATA_SET_KEYS and its conf/data/<name>.yaml, so that no other cell's config (and run
+key) changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -49,6 +54,16 @@ class DataConfig:
     label_noise: float = 0.0
     label_noise_seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class Cinic10Keys:
+    # train: CINIC's valid split merged into training (Data Diet); val: the validation split
+    valid: str = "train"
+
+
+# keys that only some data sets read, by data set name
+DATA_SET_KEYS: dict[str, type] = {"cinic10": Cinic10Keys}
 
 
 @dataclass
@@ -132,7 +147,8 @@ class LoggerConfig:
 class Config:
     """The config of one run (run.py)."""
 
-    data: DataConfig = field(default_factory=DataConfig)
+    # checked by `validate`: DataConfig plus the data set's own DATA_SET_KEYS
+    data: dict[str, Any] = field(default_factory=dict)
     # open: each model checks its own options (benchmarks/models.py check_model)
     model: dict[str, Any] = field(default_factory=dict)
     # open: each method checks its own options (methods/base.py make_method)
@@ -174,10 +190,23 @@ def validate(cfg: DictConfig) -> None:
     schema (`+key=value`) are caught too.
     """
     schema = schema_of(cfg)
+    plain = OmegaConf.to_container(cfg)
+    data = dict(plain.get("data") or {})
+    own = DATA_SET_KEYS.get(str(data.get("name")))
+    own_keys = {f.name for f in fields(own)} if own else set()
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(cfg))
+        OmegaConf.merge(OmegaConf.structured(schema), plain)
+        _check_section("data", DataConfig, {k: v for k, v in data.items() if k not in own_keys})
+        if own is not None:
+            _check_section("data", own, {k: v for k, v in data.items() if k in own_keys})
     except OmegaConfBaseException as err:
-        raise ConfigError(describe(err, schema)) from None
+        raise ConfigError(describe(err, schema, data.get("name"))) from None
+
+
+def _check_section(name: str, schema: type, values: Mapping[str, Any]) -> None:
+    """Merge `values` into `schema` as the section `name`, so errors carry its full keys."""
+    holder = make_dataclass("Section", [(name, schema, field(default_factory=schema))])
+    OmegaConf.merge(OmegaConf.structured(holder), {name: dict(values)})
 
 
 def schema_of(cfg: DictConfig) -> type[Config]:
@@ -185,13 +214,16 @@ def schema_of(cfg: DictConfig) -> type[Config]:
     return ScoreExportConfig if "out" in cfg else Config
 
 
-def describe(err: BaseException, schema: type[Config] = ScoreExportConfig) -> str:
+def describe(
+    err: BaseException, schema: type[Config] = ScoreExportConfig, data_set: object = None
+) -> str:
     """One line for a composition error: the offending key and what it allows."""
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
         parent = str(key).rpartition(".")[0]
-        return f"unknown key {key!r}; {parent or 'the top level'} takes: {_keys(schema, parent)}"
+        allowed = _data_keys(data_set) if parent == "data" else _keys(schema, parent)
+        return f"unknown key {key!r}; {parent or 'the top level'} takes: {allowed}"
     # Hydra appends its config search path to a missing group option: noise for the user
     text = str(cause).split("Config search path")[0]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -199,11 +231,25 @@ def describe(err: BaseException, schema: type[Config] = ScoreExportConfig) -> st
     return f"{key}: {message}" if key else message or type(cause).__name__
 
 
+def _data_keys(data_set: object) -> str:
+    shared = ", ".join(sorted(f.name for f in fields(DataConfig)))
+    own = DATA_SET_KEYS.get(str(data_set))
+    if own is not None:
+        return f"{shared}; and for {data_set}: {', '.join(f.name for f in fields(own))}"
+    others = "; ".join(
+        f"{name}: {', '.join(f.name for f in fields(keys))}" for name, keys in DATA_SET_KEYS.items()
+    )
+    return f"{shared} (only some data sets: {others})"
+
+
 def _keys(schema: type[Config], parent: str) -> str:
-    node = OmegaConf.structured(schema)
-    for part in filter(None, parent.split(".")):
-        node = node[part]
-    return ", ".join(sorted(str(k) for k in node)) if isinstance(node, DictConfig) else "(none)"
+    section, _, below = parent.partition(".")
+    node: Any = OmegaConf.structured(DataConfig if section == "data" else schema)
+    for part in filter(None, (below if section == "data" else parent).split(".")):
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    if not isinstance(node, DictConfig) or not len(node):
+        return "(no keys)"
+    return ", ".join(sorted(str(k) for k in node))
 
 
 register()
