@@ -958,3 +958,189 @@ def _decode_tiny(name: str, members: Mapping[str, Callable[[], bytes]], where: s
         images.append(_Image(split, label, parts[-1], at, _decode_image(read(), at)))
     classes, arrays = _tree_arrays(name, images, SPLITS)
     return _assemble(name, arrays["train"], arrays["test"], classes)
+
+
+# --- downsampled ImageNet (Chrabaszcz et al. 2017: the official npz batches) ----------------
+
+DOWNSAMPLED_TRAIN = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
+DOWNSAMPLED_VAL = "val_data.npz"
+IMAGENET_CLASSES = 1000
+IMAGENET_HOME = "https://image-net.org/download-images"
+
+
+def _register_downsampled(name: str, size: int) -> None:
+    """ImageNet{size}x{size}: train_data_batch_1..10.npz and val_data.npz, anywhere under the
+    data set's folder (the official zips unpack into one folder each)."""
+
+    def load(source: Source) -> DataSet:
+        folder = source.path or source.root / name
+        wanted = (*DOWNSAMPLED_TRAIN, DOWNSAMPLED_VAL)
+        found = {f.name: f for f in sorted(folder.glob("**/*.npz")) if f.name in wanted}
+        layout = [found.get(w, folder / w) for w in wanted]
+        how = (
+            f"the files need an image-net.org login: download Imagenet{size}_train_npz and "
+            f"Imagenet{size}_val_npz (Downsampled ImageNet {size}x{size}) from {IMAGENET_HOME} "
+            f"and unzip them into {folder}, or point data.root or the environment variable "
+            "PRUNEBENCH_DATA at a folder that holds them"
+        )
+        files = _locate(source, [layout], None, " (in any subfolder)", how)
+        classes = _clsloc_names(folder)
+        return _cached(name, files, source, lambda: _decode_downsampled(name, size, files, classes))
+
+    DATASETS.register(name)(load)
+
+
+def _clsloc_names(folder: Path) -> tuple[str, ...]:
+    """Class names of labels 1..1000: the wnids of the ILSVRC devkit's map_clsloc.txt (the
+    order the npz labels follow) when it is in the folder, else the label numbers."""
+    mapping = folder / "map_clsloc.txt"
+    if not mapping.is_file():
+        return tuple(str(i) for i in range(1, IMAGENET_CLASSES + 1))
+    rows = [line.split() for line in mapping.read_text().splitlines() if line.strip()]
+    by_label = {int(row[1]): row[0] for row in rows if len(row) >= 2 and row[1].isdigit()}
+    if sorted(by_label) != list(range(1, IMAGENET_CLASSES + 1)):
+        raise DataError(f"{mapping}: expected one 'wnid label name' line for labels 1..1000")
+    return tuple(by_label[i] for i in range(1, IMAGENET_CLASSES + 1))
+
+
+def _decode_downsampled(
+    name: str, size: int, files: Sequence[Path], classes: tuple[str, ...]
+) -> DataSet:
+    """Streamed: the labels first (small), then each batch's pixels straight into one
+    preallocated uint8 array, so that the peak is that array plus one batch file."""
+    labels = [_npz_array(f, "labels", np.int64, 1) - 1 for f in files]
+    for f, y in zip(files, labels, strict=True):
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= IMAGENET_CLASSES):
+            raise DataError(f"{f}: labels span {int(y.min()) + 1}..{int(y.max()) + 1}, not 1..1000")
+    counts = [y.size for y in labels[:-1]]
+    train_x = np.empty((sum(counts), 3, size, size), dtype=np.uint8)
+    starts = np.cumsum([0, *counts])
+    for f, start, count in zip(files[:-1], starts[:-1], counts, strict=True):
+        train_x[start : start + count] = _npz_images(f, size, count)
+    test_x = _npz_images(files[-1], size, labels[-1].size)
+    return _assemble(name, (train_x, np.concatenate(labels[:-1])), (test_x, labels[-1]), classes)
+
+
+def _npz_array(path: Path, key: str, dtype: type, ndim: int) -> np.ndarray:
+    try:
+        with np.load(path) as npz:
+            array = np.asarray(npz[key])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(
+            f"{path}: not a downsampled-ImageNet npz batch with '{key}' ({err})"
+        ) from None
+    if array.ndim != ndim:
+        raise DataError(f"{path}: '{key}' has shape {array.shape}, expected {ndim} dimensions")
+    return array.astype(dtype, copy=False)
+
+
+def _npz_images(path: Path, size: int, count: int) -> np.ndarray:
+    """[count, 3, size, size]: each row of 'data' is the R, G and B planes, row-major."""
+    data = _npz_array(path, "data", np.uint8, 2)
+    if data.shape != (count, 3 * size * size):
+        raise DataError(
+            f"{path}: 'data' is {data.shape}, expected ({count}, {3 * size * size}) for "
+            f"{count} labels at {size}x{size}"
+        )
+    return data.reshape(count, 3, size, size)
+
+
+_register_downsampled("imagenet32", 32)
+_register_downsampled("imagenet64", 64)
+
+
+# --- ImageNet-1k (train/ and val/ class folders), decoded once at data.resolution ----------
+
+IMAGENET_SPLITS = {"train": "train", "test": "val"}
+
+
+@DATASETS.register("imagenet")
+def _imagenet(source: Source) -> DataSet:
+    """ILSVRC-2012 in ImageFolder layout, each image resized (shorter side) and centre-cropped
+    to data.resolution, decoded in parallel on every core the process may use."""
+    resolution = source.options.get("resolution")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
+        raise ConfigError(
+            f"data.resolution={resolution!r} must be an integer >= 8 (pixels of the square "
+            "images the data set is decoded to, e.g. 64 or 112)"
+        )
+    folder = source.path or source.root / "imagenet"
+    class_dirs = {
+        split: sorted(d for d in (folder / sub).glob("*") if d.is_dir())
+        for split, sub in IMAGENET_SPLITS.items()
+    }
+    if not class_dirs["train"] or not class_dirs["test"]:
+        raise DataError(
+            f"{source.name}: data files not found; expected {folder}/train/<wnid>/*.JPEG and "
+            f"{folder}/val/<wnid>/*.JPEG (the validation images in class folders); the files "
+            f"need an image-net.org login ({IMAGENET_HOME}); or point data.root or the "
+            "environment variable PRUNEBENCH_DATA at a folder that holds them"
+        )
+    # The class folders' mtimes change when files are added or removed: a cache hit costs
+    # 2,000 stats, not 1.3 million.
+    dirs = class_dirs["train"] + class_dirs["test"]
+    return _cached(
+        f"imagenet{resolution}px",
+        dirs,
+        source,
+        lambda: _decode_imagenet(source.name, class_dirs, resolution),
+    )
+
+
+def _decode_imagenet(
+    name: str, class_dirs: Mapping[str, Sequence[Path]], resolution: int
+) -> DataSet:
+    classes = [d.name for d in class_dirs["train"]]
+    if [d.name for d in class_dirs["test"]] != classes:
+        raise DataError(f"{name}: train/ and val/ must have the same class folders")
+    arrays = {}
+    for split, dirs in class_dirs.items():
+        files, labels = [], []
+        for label, d in enumerate(dirs):
+            images = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += images
+            labels += [label] * len(images)
+        x = _decode_parallel(files, resolution, f"{name} {IMAGENET_SPLITS[split]}")
+        arrays[split] = (x, np.array(labels, dtype=np.int64))
+    return _assemble(name, arrays["train"], arrays["test"], classes)
+
+
+def _decode_parallel(files: Sequence[Path], resolution: int, what: str) -> np.ndarray:
+    """[N, 3, r, r] uint8, decoded by one process per usable core, with a progress bar."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    x = np.empty((len(files), 3, resolution, resolution), dtype=np.uint8)
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = [(str(f), resolution) for f in files]
+    with (
+        multiprocessing.get_context("fork").Pool(workers) as pool,
+        tqdm(total=len(files), desc=f"{what} at {resolution}px", unit="img") as bar,
+    ):
+        for i, pixels in enumerate(pool.imap(_resize_crop, jobs, chunksize=64)):
+            x[i] = pixels
+            bar.update()
+    return x
+
+
+def _resize_crop(job: tuple[str, int]) -> np.ndarray:
+    """Shorter side resized to r (bilinear, antialiased), then the central r x r, as [3, r, r].
+
+    JPEGs are decoded at the smallest DCT scale that still covers r (PIL's draft), which is
+    what makes a full ImageNet decode take minutes rather than an hour.
+    """
+    path, r = job
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (r, r))
+            image = image.convert("RGB")
+            w, h = image.size
+            scale = r / min(w, h)
+            size = (max(r, round(w * scale)), max(r, round(h * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            left, top = round((size[0] - r) / 2), round((size[1] - r) / 2)
+            image = image.crop((left, top, left + r, top + r))
+            return np.asarray(image).transpose(2, 0, 1)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: cannot decode image ({err})") from None

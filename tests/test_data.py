@@ -173,6 +173,9 @@ AUGMENT = {
     "imagefolder": (0, False),
     "cinic10": (4, True),
     "tiny_imagenet": (8, True),
+    "imagenet32": (4, True),
+    "imagenet64": (8, True),
+    "imagenet": (8, True),
 }
 
 

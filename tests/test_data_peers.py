@@ -8,6 +8,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from loopback import md5, serve
@@ -211,3 +212,125 @@ def test_cinic10_valid_is_the_runs_validation_split(tmp_path):
     assert merged.train_index.tolist() == list(range(10)) and merged.val_index.size == 0
     with pytest.raises(ConfigError, match=r"data\.val_size=2 .*own \(data\.valid=val\)"):
         prepare(compose("data=cinic10", "data.valid=val", "data.val_size=2", *where), "cpu")
+
+
+# --- downsampled ImageNet (npz batches) -----------------------------------------------------
+
+DOWNSAMPLED = [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]
+
+
+def write_npz_batches(folder: Path, size: int, per_batch: int = 40) -> list[dict]:
+    """The official format: 'data' uint8 [N, 3*size*size] (R, G, B planes), 'labels' 1..1000,
+    'mean'; train and val in two folders as their two zips unpack."""
+    rng = np.random.default_rng(size)
+    batches = []
+    for i, name in enumerate(DOWNSAMPLED):
+        sub = folder / ("val" if name == "val_data" else "train")
+        sub.mkdir(parents=True, exist_ok=True)
+        n = per_batch + i  # batches differ in size, as the official last one does
+        batch = {
+            "data": rng.integers(0, 256, (n, 3 * size * size), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(1, 1001, n)],
+        }
+        np.savez_compressed(sub / f"{name}.npz", mean=batch["data"].mean(0), **batch)
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_downsampled_imagenet_reads_the_npz_batches(tmp_path, size):
+    batches = write_npz_batches(tmp_path / f"imagenet{size}", size)
+    ds = load_dataset(preset(f"imagenet{size}", root=str(tmp_path), cache_dir=str(tmp_path / "c")))
+    n_train = sum(len(b["labels"]) for b in batches[:10])
+    assert ds.train_x.shape == (n_train, 3, size, size) and ds.test_x.shape == (50, 3, size, size)
+    assert ds.num_classes == 1000 and ds.classes[:2] == ("1", "2")
+    labels = [v - 1 for b in batches[:10] for v in b["labels"]]
+    assert ds.train_y.tolist() == labels and ds.test_y.tolist() == [
+        v - 1 for v in batches[10]["labels"]
+    ]
+    first = batches[1]["data"][3]  # image 3 of batch 2: its R, G, B planes, row-major
+    i = len(batches[0]["labels"]) + 3
+    plane = size * size
+    for c in range(3):
+        assert ds.train_x[i, c].reshape(-1).tolist() == first[c * plane : (c + 1) * plane].tolist()
+    assert ds.train_x[i, 1, 2, 5] == first[plane + 2 * size + 5]
+    assert ds.fingerprint == sha256(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+
+
+def test_downsampled_imagenet_class_names_from_map_clsloc(tmp_path):
+    write_npz_batches(tmp_path / "imagenet32", 32, per_batch=2)
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    lines = [f"{w} {i + 1} name_{i}" for i, w in enumerate(wnids)]
+    (tmp_path / "imagenet32" / "map_clsloc.txt").write_text("\n".join(lines[::-1]) + "\n")
+    ds = load_dataset(preset("imagenet32", root=str(tmp_path), cache_dir=str(tmp_path / "c")))
+    assert ds.classes == tuple(wnids)
+
+
+def test_downsampled_imagenet_has_no_download_and_says_where_to_get_it(tmp_path):
+    for download, start in [("auto", "data files not found"), (True, "data.download=true but")]:
+        with pytest.raises(DataError) as err:
+            load_dataset(preset("imagenet64", root=str(tmp_path), download=download))
+        message = str(err.value)
+        assert message.startswith(f"imagenet64: {start}") and "\n" not in message
+        for hint in ("image-net.org", "Imagenet64_train_npz", "PRUNEBENCH_DATA"):
+            assert hint in message
+    assert not (tmp_path / "imagenet64").exists()
+
+
+def test_npz_decode_peak_is_the_tensor_plus_one_batch(tmp_path):
+    """tracemalloc sees every numpy buffer: the decode's peak above what it returns is at
+    most one batch file's pixels (plus small change), never a second copy of the data."""
+    import tracemalloc
+
+    size, per_batch = 32, 400
+    write_npz_batches(tmp_path / "imagenet32", size, per_batch=per_batch)
+    files = sorted(
+        (tmp_path / "imagenet32").glob("*/*.npz"), key=lambda f: DOWNSAMPLED.index(f.stem)
+    )
+    tracemalloc.start()
+    try:
+        ds = data_module._decode_downsampled("imagenet32", size, files, ("c",) * 1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    tensors = ds.train_x.numel() + ds.test_x.numel() + 8 * (ds.train_y.numel() + ds.test_y.numel())
+    largest_batch = (per_batch + 9) * 3 * size * size
+    assert tensors < peak <= tensors + largest_batch + (1 << 20), (peak, tensors, largest_batch)
+
+
+# --- ImageNet-1k ImageFolder at a resolution -----------------------------------------------
+
+
+def test_imagenet_folder_is_resized_and_centre_cropped_at_the_resolution(tmp_path):
+    """Solid images stay their colour under any resize; a 24x12 image green in columns 3..20
+    is green in 2..13 of 16 once the shorter side is 8, so the centre 8x8 crop is all green."""
+    root = tmp_path / "imagenet"
+    for split, per_class in (("train", 2), ("val", 1)):
+        for c, wnid in enumerate(("n02", "n01")):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                value = 10 * c + i + (100 if split == "val" else 0)
+                Image.new("RGB", (20 + 7 * i, 13), (value, value, value)).save(
+                    folder / f"{i}.JPEG", "PNG"
+                )
+    bands = Image.new("RGB", (24, 12), (255, 0, 0))
+    bands.paste((0, 255, 0), (3, 0, 21, 12))
+    bands.save(root / "train" / "n01" / "2.png")
+    ds = load_dataset(
+        preset("imagenet", root=str(tmp_path), cache_dir=str(tmp_path / "c"), resolution=8)
+    )
+    assert ds.classes == ("n01", "n02")
+    assert ds.train_x.shape == (5, 3, 8, 8) and ds.test_x.shape == (2, 3, 8, 8)
+    assert ds.train_y.tolist() == [0, 0, 0, 1, 1] and ds.test_y.tolist() == [0, 1]
+    for i, value in enumerate([10, 11]):
+        assert (ds.train_x[i] == value).all()
+    assert (ds.train_x[2, 1] == 255).all() and (ds.train_x[2, 0] == 0).all()
+    assert ds.test_x[:, 0, 0, 0].tolist() == [110, 100]
+    assert ds.fingerprint == sha256(ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+    other = load_dataset(
+        preset("imagenet", root=str(tmp_path), cache_dir=str(tmp_path / "c"), resolution=12)
+    )
+    assert other.image_size == (12, 12)
+    with pytest.raises(ConfigError, match=r"data\.resolution=4 must be an integer >= 8"):
+        load_dataset(preset("imagenet", root=str(tmp_path), resolution=4))
