@@ -12,28 +12,26 @@ from methods.features import FeatureMethod, group_order_scores
 from methods.registry import register
 
 
-def symmetric_kl_to(log_probs: torch.Tensor, center: int) -> torch.Tensor:
-    """0.5 KL(p_i || p_c) + 0.5 KL(p_c || p_i) = 0.5 sum_k (p_ik - p_ck)(log p_ik - log p_ck)."""
-    diff_log = log_probs - log_probs[center]
-    return 0.5 * ((log_probs.exp() - log_probs[center].exp()) * diff_log).sum(dim=1)
-
-
-def contextual_diversity_order(log_probs: torch.Tensor, start: int) -> np.ndarray:
+def contextual_diversity_order(log_probs: np.ndarray, start: int) -> np.ndarray:
     """The k-center greedy sequence under the symmetric KL between softmax rows [n, K].
 
+    d(p, q) = 0.5 KL(p || q) + 0.5 KL(q || p) = 0.5 sum_k (p_k - q_k)(log p_k - log q_k).
     Each next pick is argmax_{j not picked} min_{c picked} d(p_j, p_c) (ties to the
-    lowest index); memory O(n), time O(n^2 K) for the whole sequence.
+    lowest index); memory O(n K), time O(n^2 K) for the whole sequence (numpy: a step
+    costs microseconds, not a framework call's overhead).
     """
-    n = log_probs.shape[0]
-    nearest = torch.full((n,), float("inf"), dtype=log_probs.dtype, device=log_probs.device)
-    order = torch.empty(n, dtype=torch.long, device=log_probs.device)
+    probs = np.exp(log_probs)
+    n = probs.shape[0]
+    nearest = np.full(n, np.inf)
+    order = np.empty(n, dtype=np.int64)
     pick = start
     for t in range(n):
         order[t] = pick
-        nearest = torch.minimum(nearest, symmetric_kl_to(log_probs, pick))
+        distance = 0.5 * ((probs - probs[pick]) * (log_probs - log_probs[pick])).sum(axis=1)
+        np.minimum(nearest, distance, out=nearest)
         nearest[pick] = -1.0
         pick = int(nearest.argmax())
-    return order.cpu().numpy()
+    return order
 
 
 @register
@@ -69,6 +67,7 @@ class ContextualDiversity(FeatureMethod):
 
         def order(rows: torch.Tensor, group: int) -> np.ndarray:
             rng = np.random.default_rng(self.run_seed(run, "cd-start", group))
-            return contextual_diversity_order(rows, int(rng.integers(rows.shape[0])))
+            start = int(rng.integers(rows.shape[0]))
+            return contextual_diversity_order(rows.cpu().numpy(), start)
 
         return group_order_scores(log_probs, ctx.labels, self.per_class, order)

@@ -5,32 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.features import order_scores
-from methods.last_layer import GradientMethod, last_layer_gradients, output_errors, split_by_class
+from methods.last_layer import GradientMethod, split_by_class
 from methods.registry import register
 
 
 def validation_gradient(
-    logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, step: torch.Tensor
-) -> torch.Tensor:
+    logits: np.ndarray, features: np.ndarray, onehot: np.ndarray, step: np.ndarray
+) -> np.ndarray:
     """Mean validation loss gradient [K (D + 1)] after the last layer moved by -step.
 
     step = [db, dW row by row]: logits z_v - db - dW h_v, as DeepCore's update.
     """
     k = logits.shape[1]
-    moved = logits - step[:k][None, :] - features @ step[k:].view(k, -1).T
-    return last_layer_gradients(output_errors(moved, labels), features).mean(dim=0)
+    moved = logits - step[:k][None, :] - features @ step[k:].reshape(k, -1).T
+    moved = np.exp(moved - moved.max(axis=1, keepdims=True))
+    errors = moved / moved.sum(axis=1, keepdims=True) - onehot
+    bias = errors.mean(axis=0)
+    weight = errors.T @ features / features.shape[0]
+    return np.concatenate([bias, weight.ravel()])
 
 
 def glister_order(
-    gradients: torch.Tensor,
-    val_logits: torch.Tensor,
-    val_features: torch.Tensor,
-    val_labels: torch.Tensor,
+    gradients: np.ndarray,
+    val_logits: np.ndarray,
+    val_features: np.ndarray,
+    val_labels: np.ndarray,
     eta: float,
 ) -> np.ndarray:
     """The whole greedy sequence: pick argmax_e <g_e, grad L_val(theta_S)>, then update theta_S.
@@ -41,13 +44,14 @@ def glister_order(
     recomputed each step, O(n (K D) + n_val K D) per pick.
     """
     n = gradients.shape[0]
-    picked = torch.zeros(n, dtype=torch.bool, device=gradients.device)
-    total = torch.zeros(gradients.shape[1], dtype=gradients.dtype, device=gradients.device)
+    onehot = np.eye(val_logits.shape[1])[val_labels]
+    picked = np.zeros(n, dtype=bool)
+    total = np.zeros(gradients.shape[1])
     order = np.empty(n, dtype=np.int64)
     for t in range(n):
         step = eta * total / max(t, 1)
-        gains = gradients @ validation_gradient(val_logits, val_features, val_labels, step)
-        gains[picked] = -torch.inf
+        gains = gradients @ validation_gradient(val_logits, val_features, onehot, step)
+        gains[picked] = -np.inf
         pick = int(gains.argmax())
         order[t], picked[pick] = pick, True
         total += gradients[pick]
@@ -91,15 +95,16 @@ class Glister(GradientMethod):
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         outputs = self.outputs(ctx, run, with_val=True)
         eta = self.eta if self.eta is not None else ctx.proxy_settings(self.proxy_spec.epochs).lr
-        val_h = torch.from_numpy(outputs["val_features"]).to(ctx.device, torch.float64)
-        val_z = torch.from_numpy(outputs["val_logits"]).to(ctx.device, torch.float64)
-        val_y = ctx.val_y.to(ctx.device)
+        val_h = outputs["val_features"].astype(np.float64)
+        val_z = outputs["val_logits"].astype(np.float64)
+        val_y = ctx.val_y.cpu().numpy()
         scores = np.empty(ctx.n, dtype=np.float64)
         for group in split_by_class(outputs["features"], outputs["logits"], ctx):
             label = int(ctx.labels[group.members[0]])
             mine = val_y == label
-            if not bool(mine.any()):
+            if not mine.any():
                 raise ConfigError(f"class {label} has no validation example: raise data.val_size")
-            order = glister_order(group.gradients(), val_z[mine], val_h[mine], val_y[mine], eta)
+            gradients = group.gradients().cpu().numpy()
+            order = glister_order(gradients, val_z[mine], val_h[mine], val_y[mine], eta)
             scores[group.members] = order_scores(order)
         return scores

@@ -255,7 +255,7 @@ def test_glister_gain_is_the_taylor_decrease_of_the_validation_loss_by_hand():
     hv, _, _, yv = _head(k=3, d=4, n=5, seed=7)
     eta = 0.3
     grads = last_layer_gradients(output_errors(h @ w.T + b, y), h)
-    order = glister_order(grads, hv @ w.T + b, hv, yv, eta)
+    order = glister_order(grads.numpy(), (hv @ w.T + b).numpy(), hv.numpy(), yv.numpy(), eta)
     chosen = []
     for t in range(7):
         step = grads[chosen].mean(dim=0) if chosen else torch.zeros(grads.shape[1]).double()
@@ -284,7 +284,7 @@ def test_glister_method_matches_each_class_against_its_validation_examples(cache
     for c, (members, grads) in _class_gradients(ctx).items():
         mine = ctx.val_y == c
         order = glister_order(
-            torch.from_numpy(grads), vz[mine].double(), vh[mine], ctx.val_y[mine], 0.05
+            grads, vz[mine].double().numpy(), vh[mine].numpy(), ctx.val_y[mine].numpy(), 0.05
         )
         assert np.argsort(-scores[members], kind="stable").tolist() == order.tolist()
 

@@ -1,0 +1,177 @@
+"""Selection seconds of the methods that work on proxy outputs, at a given training-set size.
+
+`python -m benchmarks.selection_speed --sizes 10000 50000 --repeats 3` times what a
+method computes beyond its proxy training — everything `score`, `select_subset` and
+`subset_weights` do once the proxy's outputs are in the score cache — on random proxy
+outputs of a realistic shape: 10 balanced classes, penultimate features of width
+`--feature-dim` (64: the `cnn` of width 32; last-layer gradients then have
+10 x 65 = 650 dimensions), logits, a recorded 30-epoch training for the dynamics scores
+and a validation split for GLISTER. The outputs are written into a fresh cache through
+the cache's own API, so the methods run their real code path. DeepFool and VoG work on
+images: VoG's cost is one input-gradient pass per checkpoint (one per proxy epoch), timed
+on random 28 x 28 grey images with the `cnn` of width 16 (the quick_fashion proxy);
+DeepFool's depends on how many iterations a trained proxy needs to flip each example, so
+it is timed only in real runs (`selection.score_cost` of its records). Repeats are
+interleaved (every method once per round) and the median counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.augment import Augment
+from benchmarks.cache import ScoreCache
+from methods import get_method
+from methods.base import ScoreContext
+from methods.dynamics import RECORDED_SUMMARIES, Proxy, proxy_material
+from methods.select import PruneSpec
+from methods.vog import true_logit_input_gradients
+
+# (label, method name, options, prune options): DeepCore's per-class methods with balance
+CASES: tuple[tuple[str, str, dict[str, Any], dict[str, Any]], ...] = (
+    ("loss", "loss", {"epoch": 20, "runs": 1}, {}),
+    ("dual", "dual", {}, {}),
+    ("dual (beta sampling)", "dual", {"sampling": "beta"}, {}),
+    ("cal", "cal", {}, {}),
+    ("contextual_diversity", "contextual_diversity", {}, {"balance": True}),
+    ("submodular (log-det)", "submodular", {}, {"balance": True}),
+    (
+        "submodular (facility location)",
+        "submodular",
+        {"function": "facility_location"},
+        {"balance": True},
+    ),
+    ("submodular (graph cut)", "submodular", {"function": "graph_cut"}, {"balance": True}),
+    ("craig", "craig", {}, {"balance": True}),
+    ("gradmatch", "gradmatch", {}, {"balance": True}),
+    ("glister", "glister", {}, {"balance": True}),
+    ("vog (one checkpoint)", "vog (one checkpoint)", {}, {}),
+)
+IMAGE_CASES = ("vog (one checkpoint)",)
+EPOCHS = 30
+CLASSES = 10
+
+
+def synthetic_context(
+    n: int, feature_dim: int, n_val: int, cache_dir: Path, seed: int = 0
+) -> ScoreContext:
+    """A context whose cache already holds random proxy outputs and dynamics for n examples."""
+    rng = np.random.default_rng(seed)
+    labels = torch.from_numpy(np.arange(n) % CLASSES)
+    val_labels = torch.from_numpy(np.arange(n_val) % CLASSES)
+    ctx = ScoreContext(
+        train_x=torch.from_numpy(rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)),
+        train_y=labels,
+        num_classes=CLASSES,
+        mean=(0.5,),
+        std=(0.25,),
+        device=torch.device("cpu"),
+        seed=0,
+        data_fingerprint=f"selection-speed-{n}",
+        augment=Augment(),
+        model_name="cnn",
+        model_options={"width": 16},
+        train_cfg={"epochs": EPOCHS},
+        cache=ScoreCache(cache_dir),
+        val_x=torch.zeros((n_val, 1, 1, 1), dtype=torch.uint8),
+        val_y=val_labels,
+    )
+    proxy, meta = Proxy(), {"proxy_epochs": 0.0, "proxy_trainings": 0, "seconds": 0.0}
+
+    def outputs(m: int) -> dict[str, np.ndarray]:
+        features = np.abs(rng.normal(size=(m, feature_dim))).astype(np.float32)
+        return {
+            "features": features,
+            "logits": (3 * rng.normal(size=(m, CLASSES))).astype(np.float32),
+        }
+
+    material = {**proxy_material(ctx, proxy, 0), "epoch": EPOCHS, "output": "features"}
+    train_out = outputs(n)
+    store = {**meta, "outputs": ["features", "logits"]}
+    ctx.cache.load_or_compute("features", material, lambda: (train_out, store))
+    val_out = {f"val_{k}": v for k, v in outputs(n_val).items()}
+    ctx.cache.load_or_compute(
+        "features", {**material, "val": ctx.val_hash}, lambda: ({**train_out, **val_out}, store)
+    )
+    p_true = rng.uniform(size=(EPOCHS + 1, n)).astype(np.float32)
+    recorded = {name: p_true for name in RECORDED_SUMMARIES}
+    recorded.update(
+        epochs=np.arange(EPOCHS + 1),
+        forgetting=np.zeros(n),
+        presentations=np.zeros(n),
+        ever_correct=np.zeros(n, dtype=bool),
+        margin_sum=np.zeros(n),
+    )
+    dyn_meta = {**meta, "stop_epoch": EPOCHS, "summaries": list(RECORDED_SUMMARIES)}
+    ctx.cache.load_or_compute(
+        "dynamics", proxy_material(ctx, proxy, 0), lambda: (recorded, dyn_meta)
+    )
+    return ctx
+
+
+def time_image_case(ctx: ScoreContext) -> float:
+    """One VoG checkpoint's input-gradient pass over the training set, at initialisation."""
+    start = time.perf_counter()
+    true_logit_input_gradients(ctx.build_model(None, 0), ctx.train_x, ctx.train_y, 256)
+    return time.perf_counter() - start
+
+
+def time_case(
+    ctx: ScoreContext, name: str, options: dict[str, Any], prune: dict[str, Any]
+) -> float:
+    """Seconds for score + selection + subset weights at half the data removed."""
+    if name in IMAGE_CASES:
+        return time_image_case(ctx)
+    method = get_method(name, options)
+    start = time.perf_counter()
+    scores = method.score(ctx)
+    kept = method.select_subset(ctx, scores, PruneSpec(fraction=0.5, **prune), seed=0)
+    method.subset_weights(ctx, kept)
+    seconds = time.perf_counter() - start
+    if ctx.cost.trainings_run:
+        raise RuntimeError(f"{name} trained a proxy: the timing would not be the selection's")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--feature-dim", type=int, default=64)
+    parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--only", nargs="*", help="labels of the cases to time (default all)")
+    parser.add_argument("--out", type=Path, default=Path("selection_speed.json"))
+    args = parser.parse_args()
+    cases = [c for c in CASES if not args.only or c[0] in args.only]
+    timings: dict[str, dict[int, list[float]]] = {c[0]: {n: [] for n in args.sizes} for c in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        contexts = {
+            n: synthetic_context(n, args.feature_dim, args.val_size, Path(tmp) / str(n))
+            for n in args.sizes
+        }
+        for _ in range(args.repeats):
+            for n in args.sizes:
+                for label, name, options, prune in cases:
+                    timings[label][n].append(time_case(contexts[n], name, options, prune))
+                    print(f"{label} n={n}: {timings[label][n][-1]:.2f} s", flush=True)
+    header = " | ".join(f"{n:,} examples (s)" for n in args.sizes)
+    print(f"\n| method | {header} |\n| --- |{' ---: |' * len(args.sizes)}")
+    for label, per_size in timings.items():
+        cells = " | ".join(f"{statistics.median(t):.2f}" for t in per_size.values())
+        print(f"| {label} | {cells} |")
+    args.out.write_text(
+        json.dumps({"threads": torch.get_num_threads(), "timings": timings}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
