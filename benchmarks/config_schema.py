@@ -62,8 +62,14 @@ class Cinic10Keys:
     valid: str = "train"
 
 
+@dataclass
+class ImagenetKeys:
+    # side of the square images ImageNet is decoded to (shorter side resized, centre crop)
+    resolution: int = 64
+
+
 # keys that only some data sets read, by data set name
-DATA_SET_KEYS: dict[str, type] = {"cinic10": Cinic10Keys}
+DATA_SET_KEYS: dict[str, type] = {"cinic10": Cinic10Keys, "imagenet": ImagenetKeys}
 
 
 @dataclass

@@ -334,3 +334,11 @@ def test_imagenet_folder_is_resized_and_centre_cropped_at_the_resolution(tmp_pat
     assert other.image_size == (12, 12)
     with pytest.raises(ConfigError, match=r"data\.resolution=4 must be an integer >= 8"):
         load_dataset(preset("imagenet", root=str(tmp_path), resolution=4))
+
+
+def test_resolution_is_a_key_of_imagenet_only():
+    from benchmarks.config_schema import validate
+
+    validate(compose("data=imagenet", "data.resolution=112"))
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.resolution'"):
+        validate(compose("data=cifar10", "+data.resolution=64"))
