@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed --model cnn --steps 40          # CPU, a few minutes
     python -m benchmarks.speed --model resnet18 --steps 200    # on a GPU
+    python -m benchmarks.speed --model timm:vit_tiny_patch16_224 --model-kwargs '{"patch_size": 4}'
 
 Each measurement runs in its own child process so that its peak memory is its own.
 Compared on the same model, batch size and number of steps:
@@ -68,8 +69,21 @@ def _model(
     args: argparse.Namespace, ds, device: torch.device, settings: TrainSettings | None = None
 ) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(args.model, ds.in_channels, ds.num_classes, ds.image_size, ds.mean, ds.std)
+    name, options = model_spec(args.model, args.model_kwargs)
+    model = build_model(
+        name, ds.in_channels, ds.num_classes, ds.image_size, ds.mean, ds.std, options
+    )
     return prepare_model(model, device, settings or _settings(args))
+
+
+def model_spec(model: str, kwargs: str | None) -> tuple[str, dict[str, Any]]:
+    """`cnn` -> ("cnn", {}); `timm:<arch>` or `torchvision:<arch>` -> that backend with
+    `arch` and the JSON `--model-kwargs` as the architecture's keyword arguments."""
+    backend, _, arch = model.partition(":")
+    extra = json.loads(kwargs) if kwargs else {}
+    if not arch:
+        return backend, extra
+    return backend, {"arch": arch, "kwargs": extra}
 
 
 def _settings(args: argparse.Namespace, **switches: bool) -> TrainSettings:
@@ -422,7 +436,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--model", default="cnn", help="a registered model, or timm:<arch>")
+    parser.add_argument(
+        "--model-kwargs", default=None, help="JSON: the model's options or timm/torchvision kwargs"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--data-root", default=os.environ.get("PRUNEBENCH_DATA", "~/.cache/prunebench/data")

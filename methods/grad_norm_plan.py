@@ -28,6 +28,15 @@ from torch.utils._pytree import tree_flatten
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 LAYERS = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, *BATCHNORMS)
 LAST_LAYER = "use method.params=last_layer (the closed form over the head) for this model"
+# LayerNorm subclasses of timm and torchvision whose forward is F.layer_norm over one
+# dimension (their source: a permute to channels-last around it for the 2d forms), so
+# that nn.LayerNorm's closed form applies over that dimension; timm's fast-norm variant
+# (other kernels, maybe lower precision) is replayed instead
+CHANNEL_NORMS = {
+    "timm.layers.norm.LayerNorm": -1,
+    "timm.layers.norm.LayerNorm2d": 1,
+    "torchvision.models.convnext.LayerNorm2d": 1,
+}
 
 
 @dataclass
@@ -56,13 +65,23 @@ def _has_trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
+def norm_dim(module: nn.Module) -> int | None:
+    """The normalised dimension of a LayerNorm the closed form knows, else None."""
+    kind = type(module)
+    if kind.forward is nn.LayerNorm.forward:
+        return -1
+    known = CHANNEL_NORMS.get(f"{kind.__module__}.{kind.__qualname__}")
+    own_forward = "forward" in vars(kind)
+    return known if own_forward and not getattr(module, "_fast_norm", False) else None
+
+
 def is_closed_form_layer(module: nn.Module) -> bool:
     base = next((t for t in LAYERS if isinstance(module, t)), None)
-    return (
-        base is not None
-        and type(module).forward is base.forward
-        and set(_trainable_own(module)) <= {"weight", "bias"}
-    )
+    if base is None or not set(_trainable_own(module)) <= {"weight", "bias"}:
+        return False
+    if base is nn.LayerNorm:
+        return norm_dim(module) is not None
+    return type(module).forward is base.forward
 
 
 class _Uses(TorchFunctionMode):

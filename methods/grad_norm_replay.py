@@ -98,8 +98,10 @@ def replay_sq_norms(
     args_b = call.args.batch_leaves()
     outs_b = [r.batch_leaves() for r in call.callee_out]
     batch = args_b[0].shape[0] if args_b else call.outputs[0].shape[0]
-    zeros = [torch.zeros_like(t) for t in call.outputs]
-    g_out = [g if g is not None else z for g, z in zip(call.grad_out, zeros, strict=True)]
+    g_out = [
+        g if g is not None else torch.zeros_like(t)
+        for g, t in zip(call.grad_out, call.outputs, strict=True)
+    ]
     hooked_in = [[g is not None for g in grads] for grads in call.grad_in]  # None: none came
     g_in = [[g for g in grads if g is not None] for grads in call.grad_in]
     flat = [*args_b, *[t for ts in outs_b for t in ts], *g_out, *[g for gs in g_in for g in gs]]

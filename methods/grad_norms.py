@@ -29,7 +29,7 @@ from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from methods.grad_norm_plan import LAST_LAYER, Plan, trace
+from methods.grad_norm_plan import LAST_LAYER, Plan, norm_dim, trace
 from methods.grad_norm_replay import Recorded, SiteCall, replay_sq_norms
 
 PARAMS = ("all", "last_layer")
@@ -296,6 +296,9 @@ def _affine_sq_norms(module: nn.Module, x_hat, g: torch.Tensor, dims) -> torch.T
 
 def _layernorm(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Positions [B, T, n] with the n normalised elements last (tokens, channels-last maps)."""
+    dim = norm_dim(module)
+    if dim != -1:
+        a, g = a.movedim(dim, -1), g.movedim(dim, -1)
     n = module.weight.numel() if module.weight is not None else module.bias.numel()
     a, g = a.reshape(a.shape[0], -1, n), g.reshape(g.shape[0], -1, n)
     return _affine_sq_norms(module, lambda: F.layer_norm(a, (n,), eps=module.eps), g, 1)
@@ -353,6 +356,8 @@ def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor
     if not module.weight.requires_grad:
         return out
     groups = module.groups
+    if groups > 1 and groups == module.in_channels and module.padding_mode == "zeros":
+        return out + _depthwise_sq_norms(module, a, g)
     k = module.weight[0].numel()  # C / groups * kh * kw
     o = module.out_channels // groups
     positions = g.shape[2] * g.shape[3]
@@ -373,6 +378,41 @@ def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor
         )
         out[s : s + piece] += sq.view(p, groups).sum(dim=1)
     return out
+
+
+def _depthwise_sq_norms(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Depthwise (each filter sees one channel): the weight gradient of example i and
+    channel c is the correlation of its padded input with its output gradient, one
+    convolution with every (example, channel) its own group, the output gradient as the
+    kernel (dilated by the stride), stepping by the dilation; measured on CPU 4-14x faster
+    than unfolding or the grouped weight-gradient kernel."""
+    b, c = a.shape[:2]
+    o = g.shape[1]
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    a = F.pad(a, _pads(module)) if any(_pads(module)) else a
+    piece = max(1, PIECE_ELEMENTS // (c * a.shape[2] * a.shape[3]))
+    out = []
+    for s in range(0, b, piece):
+        p = a[s : s + piece].shape[0]
+        grads = F.conv2d(
+            a[s : s + piece].reshape(1, p * c, *a.shape[2:]),
+            g[s : s + piece].reshape(p * o, 1, *g.shape[2:]),
+            stride=(dh, dw),
+            dilation=(sh, sw),
+            groups=p * c,
+        )[..., :kh, :kw]
+        out.append(grads.reshape(p, -1).pow(2).sum(dim=1))
+    return torch.cat(out)
+
+
+def _pads(module: nn.Conv2d) -> tuple[int, int, int, int]:
+    """F.pad's (left, right, top, bottom) for the layer's padding; for "same", any odd
+    one out on the right, as torch pads."""
+    (kh, kw), (dh, dw) = module.kernel_size, module.dilation
+    if isinstance(module.padding, str):  # "valid", or "same"
+        span_h, span_w = (dh * (kh - 1), dw * (kw - 1)) if module.padding == "same" else (0, 0)
+        return (span_w // 2, span_w - span_w // 2, span_h // 2, span_h - span_h // 2)
+    return (module.padding[1],) * 2 + (module.padding[0],) * 2
 
 
 def _grouped_kernel_applies(module: nn.Conv2d, a: torch.Tensor) -> bool:
@@ -404,11 +444,7 @@ def _grouped_kernel_sq_norms(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor
 def _unfold(module: nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
     """[B, C k k, L] like F.unfold, from strided views: CPU im2col was 1.6-5x slower."""
     (kh, kw), (dh, dw), (sh, sw) = module.kernel_size, module.dilation, module.stride
-    if isinstance(module.padding, str):  # "valid", or "same": any odd one out on the right
-        span_h, span_w = (dh * (kh - 1), dw * (kw - 1)) if module.padding == "same" else (0, 0)
-        pads = (span_w // 2, span_w - span_w // 2, span_h // 2, span_h - span_h // 2)
-    else:
-        pads = (module.padding[1],) * 2 + (module.padding[0],) * 2
+    pads = _pads(module)
     if any(pads):
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
         a = F.pad(a, pads, mode=mode)

@@ -227,11 +227,14 @@ class Tokens(nn.Module):
 
     def __init__(self, dim=6):
         super().__init__()
-        self.embed = nn.Conv2d(3, dim, 2, stride=2)
-        self.depthwise = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.embed = nn.Conv2d(3, dim // 2, 2, stride=2)
+        self.depthwise = nn.Conv2d(dim // 2, dim // 2, 3, padding=1, groups=dim // 2)
+        # depthwise with a channel multiplier, stride, dilation and "same" padding
+        self.spread = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=2, dilation=2, groups=dim // 2)
+        self.same = nn.Conv2d(dim, dim, (2, 3), padding="same", groups=dim, bias=False)
         self.group = nn.GroupNorm(2, dim)
         self.cls = nn.Parameter(torch.randn(1, 1, dim))
-        self.pos = nn.Parameter(torch.randn(1, 17, dim))
+        self.pos = nn.Parameter(torch.randn(1, 5, dim))
         self.norm = nn.LayerNorm(dim)
         self.mix = Gained(dim)
         self.scale = nn.Parameter(torch.rand(dim) + 0.5)
@@ -240,7 +243,8 @@ class Tokens(nn.Module):
         self.head = nn.Linear(dim, 4)
 
     def forward(self, x):
-        t = self.group(self.depthwise(self.embed(x))).flatten(2).transpose(1, 2)  # [B, 16, dim]
+        t = self.same(self.spread(self.depthwise(self.embed(x))))  # [B, dim, 2, 2]
+        t = self.group(t).flatten(2).transpose(1, 2)  # [B, 4, dim]
         t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], dim=1) + self.pos
         t = t + self.scale * self.mix(self.norm(t))
         t = t + self.ask(self.query.expand(x.shape[0], -1)).unsqueeze(1)
