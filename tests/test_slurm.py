@@ -192,6 +192,8 @@ def test_rerun_of_the_grid_runs_only_the_missing_cell(grid_sweep):
 def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path):
     """One cell three times in one array: to ref/ untouched, to preempted/ signalled, to killed/
     SIGKILLed. Preemption goes through submitit's requeue; the kill through a rerun of the sweep.
+    The preempted task saves its state at the end of the step the signal arrived in (not at the
+    next periodic checkpoint) and its requeued run resumes from exactly that step.
     """
     dirs = {name: tmp_path / name for name in ("ref", "preempted", "killed")}
     cell = [*LONG_CELL, "results.dir=" + ",".join(str(d) for d in dirs.values())]
@@ -223,6 +225,18 @@ def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path
     # refuses it as killed; that check has a 1-second resolution: 2 s are enough here
     wait_for("the requeue", lambda: job_state(preempted) == "PENDING", every=0.2)
     assert not list(dirs["preempted"].glob("*.json")), "the task ended before it was preempted"
+    # saved at the signal: after step 200, before the next periodic save (400 > 360 steps)
+    saved["preempted"] = torch.load(checkpoint("preempted"), weights_only=False)
+    signalled_in = saved["preempted"]["step"] - 1
+    assert 200 <= signalled_in < 359
+    task_log = "".join(
+        (tmp_path / f"multi/.submitit/{preempted}/{preempted}_0_log.{kind}").read_text()
+        for kind in ("out", "err")
+    )
+    assert (
+        f"signal SIGUSR2 arrived in step {signalled_in}: training state saved at step "
+        f"{signalled_in + 1}" in task_log
+    ), task_log
     subprocess.run(["scontrol", "update", f"JobId={preempted}", "StartTime=now+2"], check=True)
 
     out, _ = proc.communicate(timeout=SWEEP_TIMEOUT_S)
@@ -234,7 +248,7 @@ def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path
     same_training(requeued, ref)
     # resumed, not retrained: the first epoch's log, wall time included, is the checkpoint's
     assert requeued["curve"][0]["seconds"] == saved["preempted"]["logs"][0]["seconds"]
-    assert requeued["train"]["resumed_from_step"] == saved["preempted"]["step"] == 200
+    assert requeued["train"]["resumed_from_step"] == signalled_in + 1
     assert ref["train"]["resumed_from_step"] == 0
 
     # the rerun of the sweep resumes the killed cell and skips the two others
