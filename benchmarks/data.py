@@ -836,6 +836,7 @@ CINIC_URLS = (
     "https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz",
 )
 CINIC_VALID = ("train", "val")
+CINIC_ARCHIVE = "CINIC-10.tar.gz"
 
 
 @DATASETS.register("cinic10")
@@ -848,16 +849,26 @@ def _cinic10(source: Source) -> DataSet:
             f"data.valid={valid!r} is not allowed; use train (CINIC-10's valid split merged "
             "into training) or val (valid as the validation split)"
         )
-    path = source.path or source.root / "CINIC-10.tar.gz"
+    path = source.path or source.root / CINIC_ARCHIVE
     if path.is_dir():
         files = _folder_images(path, source.name, CINIC_SPLITS)
-        read: Callable[[], list[_Image]] = lambda: _read_folder(path, files, CINIC_SPLITS)  # noqa: E731
+        images = functools.partial(_read_folder, path, files, CINIC_SPLITS)
     else:
-        remotes = lambda: [Remote(CINIC_URLS, path.name, None, verify=_verify_cinic)]  # noqa: E731
-        files = _locate(source, [[path]], remotes if path.parent == source.root else None)
-        read = lambda: _read_tar(path, CINIC_SPLITS)  # noqa: E731
-    ds = _cached("cinic10", files, source, lambda: _decode_cinic(source.name, read()))
+        files = _locate(source, [[path]], _official(source, path, CINIC_ARCHIVE, _cinic_remotes))
+        images = functools.partial(_read_tar, path, CINIC_SPLITS)
+    ds = _cached("cinic10", files, source, lambda: _decode_cinic(source.name, images()))
     return ds if valid == "val" else replace(ds, val_index=None)
+
+
+def _official(
+    source: Source, path: Path, official_name: str, remotes: Callable[[], list[Remote]]
+) -> Callable[[], list[Remote]] | None:
+    """The download, where `path` is where it lands (the official name in the data root)."""
+    return remotes if path == source.root / official_name else None
+
+
+def _cinic_remotes() -> list[Remote]:
+    return [Remote(CINIC_URLS, CINIC_ARCHIVE, None, verify=_verify_cinic)]
 
 
 def _decode_cinic(name: str, images: list[_Image]) -> DataSet:
@@ -892,12 +903,13 @@ TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 # avalanche, benchmarks/datasets/tiny_imagenet) and other independent loaders check.
 TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINY_TOP = "tiny-imagenet-200"
+TINY_ARCHIVE = f"{TINY_TOP}.zip"
 
 
 @DATASETS.register("tiny_imagenet")
 def _tiny_imagenet(source: Source) -> DataSet:
     """Tiny ImageNet: 200 classes of 64x64 images; the labelled val split is the test set."""
-    path = source.path or source.root / f"{TINY_TOP}.zip"
+    path = source.path or source.root / TINY_ARCHIVE
     if path.is_dir():
         files = [path / "val" / "val_annotations.txt"]
         if not files[0].is_file():
@@ -906,16 +918,22 @@ def _tiny_imagenet(source: Source) -> DataSet:
                 f"{TINY_TOP}/ folder (train/<wnid>/images/, val/images/, val/val_annotations.txt)"
             )
         files += sorted(path.glob("train/*/images/*")) + sorted(path.glob("val/images/*"))
-        members: Callable[[], dict[str, Callable[[], bytes]]] = lambda: {  # noqa: E731
-            str(f.relative_to(path).as_posix()): f.read_bytes for f in files
-        }
+        members = functools.partial(_folder_members, path, files)
     else:
-        remotes = lambda: [Remote((TINY_URL,), path.name, TINY_MD5)]  # noqa: E731
-        files = _locate(source, [[path]], remotes if path.parent == source.root else None)
-        members = lambda: _zip_members(path, TINY_TOP)  # noqa: E731
+        files = _locate(source, [[path]], _official(source, path, TINY_ARCHIVE, _tiny_remotes))
+        members = functools.partial(_zip_members, path, TINY_TOP)
     return _cached(
         "tiny_imagenet", files, source, lambda: _decode_tiny(source.name, members(), str(path))
     )
+
+
+def _tiny_remotes() -> list[Remote]:
+    return [Remote((TINY_URL,), TINY_ARCHIVE, TINY_MD5)]
+
+
+def _folder_members(folder: Path, files: Sequence[Path]) -> dict[str, Callable[[], bytes]]:
+    """The files by their path below `folder`, each read when called."""
+    return {f.relative_to(folder).as_posix(): f.read_bytes for f in files}
 
 
 def _zip_members(archive: Path, top: str) -> dict[str, Callable[[], bytes]]:

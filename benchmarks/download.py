@@ -46,9 +46,15 @@ class Remote:
 
 
 def fetch(name: str, remotes: Sequence[Remote], root: Path, mirror: str | None) -> None:
-    """Download every remote into `root`, skipping files that are already in place."""
+    """Download every remote into `root`, skipping files that are already in place.
+
+    Called under `download_lock`, so scratch folders of this data set left by a killed
+    download are no one's and are removed first.
+    """
     try:
         root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f".{name}-download-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{name}-download-", dir=root))
     except OSError as err:
         raise DataError(

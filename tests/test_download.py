@@ -70,6 +70,13 @@ def test_auto_downloads_verifies_and_decodes(tmp_path, mirror):
     assert hundred.num_classes == 100 and hundred.train_x.shape == (200, 3, 32, 32)
 
 
+def test_a_killed_downloads_scratch_folder_is_removed(tmp_path, mirror):
+    root = tmp_path / "data"
+    (root / ".cifar10-download-killed" / "unpacked").mkdir(parents=True)
+    load_dataset(cfg(root, mirror.url))
+    assert leftovers(root) == ["cifar-10-batches-py"]
+
+
 def test_mirror_from_the_environment(tmp_path, mirror, monkeypatch):
     monkeypatch.setenv("PRUNEBENCH_MIRROR", mirror.url)
     load_dataset(cfg(tmp_path / "data", None))
