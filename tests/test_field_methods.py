@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from synthetic import synthetic_ctx
 
 from benchmarks.cache import read_artifact, write_artifact
@@ -324,7 +325,12 @@ def test_each_method_config_names_every_option_and_builds(module):
         "name": name,
         "label": None,
     }
-    options = {k: v for k, v in config.items() if k not in ("name", "label")}
+    # interpolations such as ${score.epoch} resolve against the top-level score protocol
+    score = OmegaConf.load(CONF.parent / "config.yaml").score
+    resolved = OmegaConf.to_container(
+        OmegaConf.create({"score": score, "method": config}), resolve=True
+    )["method"]
+    options = {k: v for k, v in resolved.items() if k not in ("name", "label")}
     method = get_method(name, options)
     assert type(method).__module__ == module.__name__
     assert set(options) == {f.name for f in fields(method)}
