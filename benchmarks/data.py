@@ -1002,16 +1002,21 @@ def _register_downsampled(name: str, size: int) -> None:
             "PRUNEBENCH_DATA at a folder that holds them"
         )
         files = _locate(source, [layout], None, " (in any subfolder)", how)
-        classes = _clsloc_names(folder)
-        return _cached(name, files, source, lambda: _decode_downsampled(name, size, files, classes))
+        mapping = folder / "map_clsloc.txt"
+        key_files = [*files, mapping] if mapping.is_file() else files
+        return _cached(
+            name,
+            key_files,
+            source,
+            lambda: _decode_downsampled(name, size, files, _clsloc_names(mapping)),
+        )
 
     DATASETS.register(name)(load)
 
 
-def _clsloc_names(folder: Path) -> tuple[str, ...]:
+def _clsloc_names(mapping: Path) -> tuple[str, ...]:
     """Class names of labels 1..1000: the wnids of the ILSVRC devkit's map_clsloc.txt (the
     order the npz labels follow) when it is in the folder, else the label numbers."""
-    mapping = folder / "map_clsloc.txt"
     if not mapping.is_file():
         return tuple(str(i) for i in range(1, IMAGENET_CLASSES + 1))
     rows = [line.split() for line in mapping.read_text().splitlines() if line.strip()]
