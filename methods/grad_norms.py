@@ -12,10 +12,16 @@ gradient norm has a closed form, taken as the backward passes the layer:
   Frobenius norm comes directly (a batched matmul, or the convolution weight-gradient
   kernel with the examples as groups) or, where that costs fewer flops, from the "ghost"
   identity sum_{l,l'} (U_i^T U_i)_{ll'} (G_i^T G_i)_{ll'}; bias ||sum_l G_i[:, l]||^2;
-- BatchNorm (eval, running statistics): weight sum_s g_i x_hat_i, bias sum_s g_i.
-Every parameter must be a `weight` or `bias` of one of these layers, used by the layer's
-own forward, once per pass; anything else raises NotImplementedError rather than leaving
-parameters out of the norm.
+  depthwise ones as one correlation of each (example, channel) with its output gradient;
+- BatchNorm (eval, running statistics), LayerNorm (over tokens or channels, timm's and
+  torchvision's 2d forms included) and GroupNorm: weight sum_s g_i x_hat_i, bias sum_s g_i.
+Any other parameter (class token, position embeddings, layer scale, a layer subclass with
+its own forward) is covered by replaying its one site per example
+(`methods.grad_norm_replay`); a plan traced on one example (`methods.grad_norm_plan`)
+assigns every trainable parameter to exactly one of these and refuses, naming it, what
+none covers, rather than leaving parameters out of the norm. A hooked tensor that the
+backward to the inputs does not reach (it depends on parameters only) gets a second
+backward of its own, so that no part of a norm is missed.
 """
 
 from __future__ import annotations
