@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> None:
             "options": method.options(),
             "direction": method.direction,
             "data": prep.data_summary(),
-            "score_cost": vars(prep.ctx.cost),
+            "score_cost": prep.ctx.cost.as_record(),
             "seconds": time.perf_counter() - start,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }

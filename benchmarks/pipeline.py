@@ -168,6 +168,7 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         model_options=model_options(cfg.model),
         train_cfg=OmegaConf.to_container(cfg.train, resolve=True),
         cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
+        keep_weights_at=(int(cfg.score.epoch),) if cfg.get("score") else (),
     )
     val_t = torch.from_numpy(val_index)
     ctx.val_x, ctx.val_y = ds.train_x[val_t].to(device), ds.train_y[val_t].to(device)
@@ -344,7 +345,7 @@ def _execute(
         "kept_indices_sha256": indices_hash(prep.train_index[kept]),
         "kept_per_class": np.bincount(ctx.labels[kept], minlength=ctx.num_classes).tolist(),
         "kept_flipped": int(np.isin(prep.flipped, kept).sum()),
-        "score_cost": vars(ctx.cost),
+        "score_cost": ctx.cost.as_record(),
         "method_options": method.options(),
         **weights_summary(weights),
     }

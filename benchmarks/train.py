@@ -252,12 +252,15 @@ class Checkpointing:
     `resumed_from_step` is set by the trainer when it finds a checkpoint, so that the
     record says the run was resumed (0: trained from the start). A save that fails (a full
     disk) is warned about once and training goes on: the run loses only its resumability.
+    `at_stop` also saves when training stops, so that a proxy trained to an early epoch
+    can later be continued to a later one.
     """
 
     path: Path
     every_steps: int
     resumed_from_step: int = 0
     save_failed: bool = False
+    at_stop: bool = False
 
 
 def train(
@@ -385,7 +388,12 @@ def train(
                     )
             every = 0 if checkpointing is None else checkpointing.every_steps
             saved = False
-            if guard.requested or (every and state.step % every == 0 and state.step < run_steps):
+            at_stop = checkpointing is not None and checkpointing.at_stop
+            if (
+                guard.requested
+                or (every and state.step % every == 0 and state.step < run_steps)
+                or (at_stop and state.step == run_steps)
+            ):
                 state.elapsed = time.perf_counter() - clock
                 saved = _save_checkpoint(checkpointing, state, model, optimizer, sampler, plan)
             if guard.requested:

@@ -10,43 +10,62 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from benchmarks.augment import Augment
+from benchmarks.cache import ScoreCache
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
 from benchmarks.options import check_option_types
 from benchmarks.train import LossWeights, TrainSettings
 from methods.select import PruneSpec, select
 
-if TYPE_CHECKING:
-    from benchmarks.cache import ScoreCache
-
 
 @dataclass
 class ScoreCost:
     """What the scores cost to compute, so that pruning can be judged net of its cost.
 
-    `proxy_epochs`, `proxy_trainings` and `seconds` are what the artifacts behind the
-    scores cost when they were computed, whether now or by an earlier job;
-    `trainings_run` counts the proxy trainings this job ran itself (0 when cached).
+    `proxy_epochs`, `proxy_trainings` and `seconds` are what the scores need, whatever
+    the cache holds beyond it and whichever job computed it: for each proxy run they
+    read, the epochs up to the latest one read and the seconds those epochs took to
+    train (a run read only at initialisation is no training), plus the seconds of the
+    scores' own passes (GraNd's gradients, feature extraction). `trainings_run` counts
+    the proxy trainings this job started from initialisation and `epochs_run` the proxy
+    epochs it trained, extensions of a stored training included (0 when all was cached).
     """
 
     proxy_epochs: float = 0.0
     proxy_trainings: int = 0
     seconds: float = 0.0
     trainings_run: int = 0
+    epochs_run: int = 0
+    _read: dict[str, tuple[int, float]] = field(default_factory=dict, repr=False)
+
+    def need(self, proxy_run: str, epoch: int, seconds: float) -> None:
+        """The scores read proxy run `proxy_run` (cache key) at `epoch`, trained in `seconds`."""
+        before, before_seconds = self._read.get(proxy_run, (0, 0.0))
+        if epoch <= before:
+            return
+        self._read[proxy_run] = (epoch, seconds)
+        self.proxy_epochs += epoch - before
+        self.proxy_trainings += int(before == 0)
+        self.seconds += seconds - before_seconds
 
     def add_artifact(self, meta: dict[str, Any]) -> None:
+        """The cost stated by an artifact of a method that trains its own proxy networks."""
         self.proxy_epochs += float(meta.get("proxy_epochs", 0.0))
         self.proxy_trainings += int(meta.get("proxy_trainings", 0))
         self.seconds += float(meta.get("seconds", 0.0))
+
+    def as_record(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
 
 @dataclass
@@ -70,10 +89,24 @@ class ScoreContext:
     # the validation split (data.val_size), for methods that match it (Glister, GradMatch)
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    # proxy epochs whose networks a recorded proxy training keeps (besides its end and the
+    # epoch asked), so that GraNd and features at the shared score epoch need no retraining
+    keep_weights_at: tuple[int, ...] = ()
+    _scratch: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property
     def n(self) -> int:
         return int(self.train_y.shape[0])
+
+    @property
+    def store(self) -> ScoreCache:
+        """The score cache; without one, a scratch cache that lives as long as this context,
+        so that one job still trains each proxy run once for all its scores."""
+        if self.cache is not None:
+            return self.cache
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="prunebench-scores-")
+        return ScoreCache(self._scratch.name)
 
     @property
     def labels(self) -> np.ndarray:

@@ -10,7 +10,12 @@ trainer and records, per example:
   forgetting events (correct -> incorrect), whether it was ever classified
   correctly, and the sum of logit margins (AUM).
 EL2N@t for any t, forgetting, AUM and the uncertainty scores of one (data, proxy,
-seed) therefore come from one training, cached as one artifact.
+seed) therefore come from one training, cached as one artifact. The same recorded
+training keeps its network at the epochs that GraNd and the feature methods read
+(the asked epoch, the shared score epoch, the end of the schedule) and its full
+training state where it stopped, so that a later score asking for a later epoch
+continues it instead of training another proxy: whatever the order of the scores
+and jobs, each proxy run is trained once.
 """
 
 from __future__ import annotations
@@ -19,17 +24,27 @@ import time
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.atomic import atomic_write
+from benchmarks.cache import content_key, read_artifact
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from benchmarks.options import check_option_types
 from benchmarks.seeding import derive_seed
-from benchmarks.train import BatchHook, EpochHook, budget_steps, predict_logits, train
+from benchmarks.train import (
+    BatchHook,
+    Checkpointing,
+    EpochHook,
+    budget_steps,
+    predict_logits,
+    train,
+)
 from methods.base import ScoreContext
 
 EVAL_SUMMARIES = ("el2n", "p_true", "entropy", "margin", "least_confidence", "correct")
@@ -102,19 +117,26 @@ def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class DynamicsRecorder:
-    """Collects per-example statistics during one proxy training."""
+    """Collects per-example statistics during one proxy training.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, eval_batch_size: int, amp: bool) -> None:
+    The eval-mode summaries are always computed from float32 logits, whatever the
+    training's autocast: they are differences of small numbers (TDDS, Dyn-Unc, the
+    easy end of EL2N), which bf16 would blur.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, eval_batch_size: int) -> None:
         n, device = y.shape[0], y.device
         self.x, self.y = x, y
-        self.eval_batch_size, self.amp = eval_batch_size, amp
+        self.eval_batch_size = eval_batch_size
         self.forgetting = torch.zeros(n, dtype=torch.long, device=device)
         self.presentations = torch.zeros(n, dtype=torch.long, device=device)
         self.ever_correct = torch.zeros(n, dtype=torch.bool, device=device)
         self.last_correct = torch.zeros(n, dtype=torch.bool, device=device)
         self.margin_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.epochs: dict[int, dict[str, torch.Tensor]] = {}
+        self.seconds: dict[int, float] = {}
         self.previous_logits: torch.Tensor | None = None
+        self.clock = time.perf_counter()
 
     def on_batch(self, step: int, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         correct = logits.argmax(dim=1) == y
@@ -124,24 +146,46 @@ class DynamicsRecorder:
         self.presentations[idx] += 1
         self.margin_sum[idx] += logit_margin(logits, y).double()
 
+    def logits(self, model: torch.nn.Module) -> torch.Tensor:
+        """Eval-mode float32 logits of every example, autocast off even inside an autocast."""
+        with torch.autocast(self.x.device.type, enabled=False):
+            return predict_logits(model, self.x, self.eval_batch_size, amp=False)
+
     def on_epoch(self, epoch: int, model: torch.nn.Module) -> None:
-        logits = predict_logits(model, self.x, self.eval_batch_size, self.amp)
+        logits = self.logits(model)
         summaries = eval_summaries(logits, self.y)
         before = logits if self.previous_logits is None else self.previous_logits
         summaries["prob_shift"] = prob_shift(before, logits)
         self.epochs[epoch] = summaries
+        self.seconds[epoch] = time.perf_counter() - self.clock
         self.previous_logits = logits
 
     def arrays(self) -> dict[str, np.ndarray]:
         epochs = sorted(self.epochs)
-        out = {"epochs": np.array(epochs)}
+        out = {"epochs": np.array(epochs), "seconds": np.array([self.seconds[e] for e in epochs])}
         for name in RECORDED_SUMMARIES:
             out[name] = torch.stack([self.epochs[e][name] for e in epochs]).float().cpu().numpy()
-        out["forgetting"] = self.forgetting.cpu().numpy()
-        out["presentations"] = self.presentations.cpu().numpy()
-        out["ever_correct"] = self.ever_correct.cpu().numpy()
-        out["margin_sum"] = self.margin_sum.cpu().numpy()
+        for name in COUNTERS:
+            out[name] = getattr(self, name).cpu().numpy()
         return out
+
+    def restore(self, arrays: Mapping[str, np.ndarray], model: torch.nn.Module) -> None:
+        """Continue from a stored recording whose training stopped where `model` is now."""
+        device = self.y.device
+        for name in COUNTERS:
+            getattr(self, name).copy_(torch.from_numpy(arrays[name]).to(device))
+        for row, epoch in enumerate(arrays["epochs"].tolist()):
+            self.epochs[epoch] = {
+                name: torch.from_numpy(arrays[name][row]).to(device) for name in RECORDED_SUMMARIES
+            }
+            self.seconds[epoch] = float(arrays["seconds"][row])
+        self.clock = time.perf_counter() - self.seconds[max(self.epochs)]
+        self.previous_logits = self.logits(model)
+
+
+COUNTERS = ("forgetting", "presentations", "ever_correct", "last_correct", "margin_sum")
+# recordings written before the recorder kept its resume state and timings are redone
+RECORDER_VERSION = 2
 
 
 def train_proxy(
@@ -151,11 +195,13 @@ def train_proxy(
     stop_epoch: int,
     on_batch: BatchHook | None = None,
     on_epoch: EpochHook | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> Classifier:
     """Run k of the proxy training up to `stop_epoch` of its schedule; return the model.
 
     Epoch 0 means the freshly initialised network. The same (proxy, run) always gives
-    the same network at the same epoch on CPU, whichever score asks for it.
+    the same network at the same epoch on CPU, whichever score asks for it; with
+    `checkpointing` it continues from the state stored there.
     """
     settings = ctx.proxy_settings(proxy.epochs)
     if not 0 <= stop_epoch <= settings.epochs:
@@ -164,7 +210,8 @@ def train_proxy(
         )
     seed = proxy.run_seed(run)
     model = ctx.build_model(proxy.model, derive_seed(seed, "init"))
-    if on_epoch is not None:
+    resuming = checkpointing is not None and checkpointing.path.exists()
+    if on_epoch is not None and not resuming:
         on_epoch(0, model)
     if stop_epoch > 0:
         total = budget_steps(ctx.n, ctx.n, settings)
@@ -179,6 +226,7 @@ def train_proxy(
             on_batch=on_batch,
             on_epoch=on_epoch,
             stop_step=round(total * stop_epoch / settings.epochs),
+            checkpointing=checkpointing,
         )
     model.eval()
     return model
@@ -199,35 +247,146 @@ def proxy_material(ctx: ScoreContext, proxy: Proxy, run: int) -> dict[str, Any]:
     }
 
 
-def dynamics(ctx: ScoreContext, proxy: Proxy, run: int, stop_epoch: int) -> dict[str, np.ndarray]:
-    """Proxy run `run` recorded at least up to `stop_epoch`, from the cache when possible."""
+def proxy_key(ctx: ScoreContext, proxy: Proxy, run: int) -> str:
+    """The proxy run's identity in the cost accounting."""
+    return content_key(proxy_material(ctx, proxy, run))
 
-    def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        start = time.perf_counter()
-        recorder = DynamicsRecorder(ctx.train_x, ctx.train_y, 1024, amp=True)
-        train_proxy(ctx, proxy, run, stop_epoch, recorder.on_batch, recorder.on_epoch)
-        ctx.cost.trainings_run += 1
-        meta = {
-            "stop_epoch": stop_epoch,
-            "proxy_epochs": float(stop_epoch),
-            "proxy_trainings": 1,
-            "seconds": time.perf_counter() - start,
-            "summaries": list(RECORDED_SUMMARIES),
-        }
-        return recorder.arrays(), meta
+
+@dataclass(frozen=True)
+class RecordingFiles:
+    """Where a recorded proxy run keeps its summaries, its training state and its networks."""
+
+    summaries: Path
+
+    @property
+    def state(self) -> Path:
+        return self.summaries.with_name(self.summaries.stem + ".state.pt")
+
+    def weights(self, epoch: int) -> Path:
+        return self.summaries.with_name(f"{self.summaries.stem}.weights-{epoch}.pt")
+
+
+def recorded_run(
+    ctx: ScoreContext, proxy: Proxy, run: int, stop_epoch: int, weights_at: tuple[int, ...] = ()
+) -> tuple[dict[str, np.ndarray], dict[str, Any], RecordingFiles]:
+    """Proxy run `run` recorded at least up to `stop_epoch`, with its network kept at each
+    epoch of `weights_at`: from the cache, by continuing a shorter stored recording, or
+    (only when an earlier epoch's network was not kept) by training it again."""
+    settings = ctx.proxy_settings(proxy.epochs)
+    if not 0 <= stop_epoch <= settings.epochs:
+        raise ConfigError(
+            f"score epoch {stop_epoch} is outside the proxy training's 0..{settings.epochs} epochs"
+        )
+    material = proxy_material(ctx, proxy, run)
+    files = RecordingFiles(ctx.store.path("dynamics", material))
+    asked = {e for e in weights_at if e > 0}
 
     def sufficient(meta: dict[str, Any]) -> bool:
-        """Recorded far enough, and by a recorder that kept every summary asked of it now."""
-        recorded = set(meta.get("summaries", EVAL_SUMMARIES))
-        return meta["stop_epoch"] >= stop_epoch and recorded >= set(RECORDED_SUMMARIES)
+        return (
+            meta.get("recorder") == RECORDER_VERSION
+            and meta["stop_epoch"] >= stop_epoch
+            and set(meta.get("summaries", ())) >= set(RECORDED_SUMMARIES)
+            and asked <= set(meta["weights_epochs"])
+        )
 
-    material = proxy_material(ctx, proxy, run)
-    if ctx.cache is None:
-        arrays, meta = compute()
+    def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        found = read_artifact(files.summaries)
+        previous = None
+        stop, keep = stop_epoch, set(asked)
+        if found is not None and found[1].get("recorder") == RECORDER_VERSION:
+            stop = max(stop, found[1]["stop_epoch"])
+            keep |= set(found[1]["weights_epochs"])
+            continuable = files.state.exists() or found[1]["stop_epoch"] == 0
+            if (
+                continuable
+                and min(asked - set(found[1]["weights_epochs"]), default=stop)
+                > (found[1]["stop_epoch"])
+            ):
+                previous = found
+        keep |= {e for e in (*ctx.keep_weights_at, settings.epochs, stop) if 0 < e <= stop}
+        return _record(ctx, proxy, run, stop, sorted(keep), files, previous)
+
+    arrays, meta = ctx.store.load_or_compute("dynamics", material, compute, sufficient)
+    (row,) = np.flatnonzero(arrays["epochs"] == stop_epoch)
+    ctx.cost.need(content_key(material), stop_epoch, float(arrays["seconds"][row]))
+    return arrays, meta, files
+
+
+def _record(
+    ctx: ScoreContext,
+    proxy: Proxy,
+    run: int,
+    stop_epoch: int,
+    keep: list[int],
+    files: RecordingFiles,
+    previous: tuple[dict[str, np.ndarray], dict[str, Any]] | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train (or continue) proxy run `run` to `stop_epoch` under the recorder."""
+    recorder = DynamicsRecorder(
+        ctx.train_x, ctx.train_y, ctx.proxy_settings(proxy.epochs).eval_batch_size
+    )
+    start_epoch, kept = 0, set()
+    if previous is not None and previous[1]["stop_epoch"] > 0:
+        kept = set(previous[1]["weights_epochs"])
+        start_epoch = previous[1]["stop_epoch"]
+        stored = ctx.build_model(proxy.model, 0)
+        stored.load_state_dict(torch.load(files.state, weights_only=False)["model"])
+        recorder.restore(previous[0], stored)
     else:
-        arrays, meta = ctx.cache.load_or_compute("dynamics", material, compute, sufficient)
-    ctx.cost.add_artifact(meta)
-    return arrays
+        files.state.unlink(missing_ok=True)
+
+    def on_epoch(epoch: int, model: torch.nn.Module) -> None:
+        recorder.on_epoch(epoch, model)
+        if epoch in keep:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            atomic_write(files.weights(epoch), lambda f: torch.save(state, f))
+            kept.add(epoch)
+
+    checkpointing = Checkpointing(files.state, every_steps=0, at_stop=True)
+    train_proxy(ctx, proxy, run, stop_epoch, recorder.on_batch, on_epoch, checkpointing)
+    if start_epoch == 0 and stop_epoch > 0:
+        ctx.cost.trainings_run += 1
+    ctx.cost.epochs_run += stop_epoch - start_epoch
+    meta = {
+        "recorder": RECORDER_VERSION,
+        "stop_epoch": stop_epoch,
+        "weights_epochs": sorted(kept),
+        "summaries": list(RECORDED_SUMMARIES),
+    }
+    return recorder.arrays(), meta
+
+
+def dynamics(ctx: ScoreContext, proxy: Proxy, run: int, stop_epoch: int) -> dict[str, np.ndarray]:
+    """Proxy run `run` recorded at least up to `stop_epoch`, from the cache when possible."""
+    return recorded_run(ctx, proxy, run, stop_epoch)[0]
+
+
+def proxy_network(
+    ctx: ScoreContext, proxy: Proxy, run: int, epoch: int
+) -> tuple[Classifier, dict[str, Any]]:
+    """The network of proxy run `run` after `epoch` epochs (eval mode), the recorded training's,
+    and what it cost: the proxy run's key, the epoch and the seconds its training took to
+    get there, for scores cached without the recording (GraNd, features) to restate."""
+    model = ctx.build_model(proxy.model, derive_seed(proxy.run_seed(run), "init"))
+    seconds = 0.0
+    if epoch > 0:
+        arrays, _, files = recorded_run(ctx, proxy, run, epoch, weights_at=(epoch,))
+        model.load_state_dict(torch.load(files.weights(epoch), map_location=ctx.device))
+        seconds = float(arrays["seconds"][np.flatnonzero(arrays["epochs"] == epoch)[0]])
+    cost = {"proxy": proxy_key(ctx, proxy, run), "proxy_epoch": epoch, "proxy_seconds": seconds}
+    return model.eval(), cost
+
+
+def derived_sufficient(meta: Mapping[str, Any]) -> bool:
+    """A score artifact derived from a proxy network states that network's cost (older ones
+    trained their own network and are recomputed from the recorded training's)."""
+    return "proxy" in meta
+
+
+def restate_cost(ctx: ScoreContext, meta: Mapping[str, Any]) -> None:
+    """Add to the context's cost what a score derived from a proxy network needed."""
+    ctx.cost.need(meta["proxy"], int(meta["proxy_epoch"]), float(meta["proxy_seconds"]))
+    ctx.cost.seconds += float(meta["seconds"])
 
 
 def at_epoch(arrays: Mapping[str, np.ndarray], name: str, epoch: int) -> np.ndarray:

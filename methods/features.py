@@ -19,7 +19,7 @@ import torch
 from benchmarks.errors import ConfigError
 from benchmarks.seeding import derive_seed
 from methods.base import ScoreContext
-from methods.dynamics import Proxy, proxy_material, train_proxy
+from methods.dynamics import Proxy, derived_sufficient, proxy_material, proxy_network, restate_cost
 from methods.proxy_method import ProxyMethod
 
 OUTPUTS = ("features", "logits")
@@ -35,7 +35,8 @@ def proxy_outputs(
 ) -> dict[str, np.ndarray]:
     """Float32 penultimate `features` [N, D] and `logits` [N, K] of proxy run `run` at `epoch`.
 
-    Eval mode, un-augmented images, no autocast: distances between features need float32.
+    The network is the recorded proxy training's (no training of its own). Eval mode,
+    un-augmented images, autocast off: distances between features need float32.
     `with_val` adds `val_features` and `val_logits`, the same proxy's outputs on the
     validation split (`ctx.val_x`), from the same training. `count_cost=False` reads them
     again without adding their cost to the run's score cost (subset weights after scoring).
@@ -47,40 +48,31 @@ def proxy_outputs(
         splits["val_"] = ctx.val_x
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        model, cost = proxy_network(ctx, proxy, run, epoch)
         start = time.perf_counter()
-        model = train_proxy(ctx, proxy, run, epoch)
         batch_size = ctx.proxy_settings(proxy.epochs).eval_batch_size
         arrays = {}
         for prefix, images in splits.items():
             features, logits = [], []
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(ctx.device.type, enabled=False):
                 for i in range(0, images.shape[0], batch_size):
                     h = model.features(images[i : i + batch_size]).float()
                     features.append(h.cpu())
                     logits.append(model.head(h).float().cpu())
             arrays[f"{prefix}features"] = torch.cat(features).numpy()
             arrays[f"{prefix}logits"] = torch.cat(logits).numpy()
-        if epoch > 0:
-            ctx.cost.trainings_run += 1
-        meta = {
-            "proxy_epochs": float(epoch),
-            "proxy_trainings": int(epoch > 0),
-            "seconds": time.perf_counter() - start,
-            "outputs": list(OUTPUTS),
-        }
+        meta = {**cost, "seconds": time.perf_counter() - start, "outputs": list(OUTPUTS)}
         return arrays, meta
+
+    def sufficient(meta: dict[str, Any]) -> bool:
+        return derived_sufficient(meta) and set(meta.get("outputs", ())) >= set(OUTPUTS)
 
     material = {**proxy_material(ctx, proxy, run), "epoch": epoch, "output": "features"}
     if with_val:
         material["val"] = ctx.val_hash
-    if ctx.cache is None:
-        arrays, meta = compute()
-    else:
-        arrays, meta = ctx.cache.load_or_compute(
-            "features", material, compute, lambda m: set(m.get("outputs", ())) >= set(OUTPUTS)
-        )
+    arrays, meta = ctx.store.load_or_compute("features", material, compute, sufficient)
     if count_cost:
-        ctx.cost.add_artifact(meta)
+        restate_cost(ctx, meta)
     return arrays
 
 

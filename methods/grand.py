@@ -10,7 +10,7 @@ import numpy as np
 
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
-from methods.dynamics import proxy_material, train_proxy
+from methods.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
 from methods.grad_norms import per_example_grad_norms
 from methods.proxy_method import ProxyMethod
 from methods.registry import register
@@ -48,27 +48,19 @@ class GraNd(ProxyMethod):
         return np.stack([self._run(ctx, k) for k in range(self.runs)])
 
     def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        """Norms of the recorded proxy training's network at `epoch` (no training of its own)."""
         proxy = self.proxy_spec
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            model, cost = proxy_network(ctx, proxy, run, self.epoch)
             start = time.perf_counter()
-            model = train_proxy(ctx, proxy, run, self.epoch)
             norms = per_example_grad_norms(
                 model, ctx.train_x, ctx.train_y, params=self.params, chunk_size=self.chunk_size
             )
-            if self.epoch > 0:
-                ctx.cost.trainings_run += 1
-            meta = {
-                "proxy_epochs": float(self.epoch),
-                "proxy_trainings": int(self.epoch > 0),
-                "seconds": time.perf_counter() - start,
-            }
+            meta = {**cost, "seconds": time.perf_counter() - start}
             return {"grand": norms.double().cpu().numpy()}, meta
 
         material = {**proxy_material(ctx, proxy, run), "epoch": self.epoch, "params": self.params}
-        if ctx.cache is None:
-            arrays, meta = compute()
-        else:
-            arrays, meta = ctx.cache.load_or_compute("grand", material, compute)
-        ctx.cost.add_artifact(meta)
+        arrays, meta = ctx.store.load_or_compute("grand", material, compute, derived_sufficient)
+        restate_cost(ctx, meta)
         return arrays["grand"]

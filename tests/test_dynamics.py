@@ -9,7 +9,14 @@ from synthetic import synthetic_ctx
 
 from benchmarks.seeding import derive_seed
 from methods import get_method
-from methods.dynamics import DynamicsRecorder, Proxy, eval_summaries, logit_margin, train_proxy
+from methods.dynamics import (
+    DynamicsRecorder,
+    Proxy,
+    dynamics,
+    eval_summaries,
+    logit_margin,
+    train_proxy,
+)
 from methods.forgetting import forgetting_score
 
 
@@ -39,7 +46,7 @@ SEQUENCES = [
 
 def test_forgetting_matches_the_reference_on_scripted_presentations():
     y = torch.tensor([0, 1, 2, 0, 1])
-    rec = DynamicsRecorder(torch.zeros(5, 1, 1, 1), y, eval_batch_size=8, amp=False)
+    rec = DynamicsRecorder(torch.zeros(5, 1, 1, 1), y, eval_batch_size=8)
     for step in range(6):
         flags = [s[step] for s in SEQUENCES]
         rec.on_batch(step, torch.arange(5), _logits_for(flags, y.tolist()), y)
@@ -53,7 +60,7 @@ def test_forgetting_matches_the_reference_on_scripted_presentations():
 
 def test_forgetting_counts_only_the_presentations_of_each_example():
     y = torch.tensor([0, 0])
-    rec = DynamicsRecorder(torch.zeros(2, 1, 1, 1), y, eval_batch_size=8, amp=False)
+    rec = DynamicsRecorder(torch.zeros(2, 1, 1, 1), y, eval_batch_size=8)
     rec.on_batch(0, torch.tensor([0]), _logits_for([1], [0]), y[:1])
     rec.on_batch(1, torch.tensor([1]), _logits_for([0], [0]), y[1:])
     rec.on_batch(2, torch.tensor([0]), _logits_for([0], [0]), y[:1])
@@ -63,7 +70,7 @@ def test_forgetting_counts_only_the_presentations_of_each_example():
 
 def test_aum_is_the_mean_logit_margin_negated():
     y = torch.tensor([0, 2])
-    rec = DynamicsRecorder(torch.zeros(2, 1, 1, 1), y, eval_batch_size=8, amp=False)
+    rec = DynamicsRecorder(torch.zeros(2, 1, 1, 1), y, eval_batch_size=8)
     scripted = [
         torch.tensor([[3.0, 1.0, 0.0], [0.0, 5.0, 1.0]]),
         torch.tensor([[1.0, 2.0, -1.0], [0.0, 1.0, 4.0]]),
@@ -139,15 +146,17 @@ def test_one_proxy_training_feeds_el2n_forgetting_aum_and_uncertainty(tmp_path):
     assert again.cost.proxy_trainings == 1 and again.cost.proxy_epochs == 4
 
 
-def test_a_longer_request_retrains_and_a_shorter_one_reuses(tmp_path):
-    ctx = _ctx(tmp_path)
+def test_a_longer_request_continues_the_stored_training_exactly(tmp_path):
+    ctx = _ctx(tmp_path / "continued")
     early = get_method("el2n", {"epoch": 1, "runs": 1}).score_runs(ctx)
-    assert ctx.cost.trainings_run == 1
-    get_method("forgetting", {}).score_runs(ctx)
-    assert ctx.cost.trainings_run == 2
+    continued = dynamics(ctx, Proxy(), 0, 4)
+    assert ctx.cost.trainings_run == 1 and ctx.cost.epochs_run == 4
+    straight = dynamics(_ctx(tmp_path / "straight"), Proxy(), 0, 4)
+    for name, values in straight.items():
+        if name != "seconds":  # the same training, bit for bit, stopped once or not
+            assert np.array_equal(continued[name], values), name
     again = get_method("el2n", {"epoch": 1, "runs": 1}).score_runs(ctx)
-    assert ctx.cost.trainings_run == 2
-    assert again == pytest.approx(early)  # the same network at epoch 1 either way
+    assert ctx.cost.trainings_run == 1 and again == pytest.approx(early)
 
 
 def test_score_epoch_beyond_the_proxy_schedule_is_named():

@@ -176,7 +176,7 @@ class _Scripted(torch.nn.Module):
 
 
 def _record(script: list[torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray]:
-    rec = DynamicsRecorder(torch.zeros(len(y), 1, 1, 1), y, eval_batch_size=64, amp=False)
+    rec = DynamicsRecorder(torch.zeros(len(y), 1, 1, 1), y, eval_batch_size=64)
     model = _Scripted()
     for epoch, logits in enumerate(script):
         model.logits = logits
