@@ -326,6 +326,7 @@ def _execute(
     with timer.stage("load"):
         prep = prepare(cfg, device)
     ctx = prep.ctx
+    ctx.prune = spec  # greedy orders stop where this selection reads no further
     record["data"] = prep.data_summary()
     static = method.prunes and not method.dynamic
     with timer.stage("score"):

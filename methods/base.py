@@ -92,6 +92,8 @@ class ScoreContext:
     # proxy epochs whose networks a recorded proxy training keeps (besides its end and the
     # epoch asked), so that GraNd and features at the shared score epoch need no retraining
     keep_weights_at: tuple[int, ...] = ()
+    # the run's selection rule: greedy orders stop where it reads no further (None: whole)
+    prune: PruneSpec | None = None
     _scratch: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property

@@ -70,4 +70,6 @@ class ContextualDiversity(FeatureMethod):
             start = int(rng.integers(rows.shape[0]))
             return contextual_diversity_order(rows.cpu().numpy(), start)
 
-        return group_order_scores(log_probs, ctx.labels, self.per_class, order)
+        return group_order_scores(
+            ctx, log_probs, self.per_class, lambda rows, group, _: order(rows, group)
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
-import torch
 
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
@@ -35,21 +35,25 @@ class Graph:
         return self.neighbors[span], self.distances[span]
 
 
-def knn_graph(features: torch.Tensor, k: int, chunk: int = 1024) -> Graph:
-    """Edges i-j where j is among i's k nearest (Euclidean) or i among j's, as the official code."""
-    n = features.shape[0]
-    squared = (features * features).sum(dim=1)
-    sources, targets, lengths = [], [], []
-    for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n), device=features.device)
-        gaps = squared[rows, None] - 2.0 * features[rows] @ features.T + squared[None, :]
-        gaps[rows - start, rows] = float("inf")
-        nearest, index = gaps.topk(k, dim=1, largest=False)
-        sources.append(rows[:, None].expand(-1, k).reshape(-1).cpu())
-        targets.append(index.reshape(-1).cpu())
-        lengths.append(nearest.clamp_min(0.0).sqrt().reshape(-1).cpu())
-    src, dst = torch.cat(sources).numpy(), torch.cat(targets).numpy()
-    dist = torch.cat(lengths).numpy()
+def knn_graph(features: np.ndarray, k: int) -> Graph:
+    """Edges i-j where j is among i's k nearest (Euclidean) or i among j's, as the official code.
+
+    Exact search (faiss's flat L2 index, float32, blocked: memory O(N k) beyond the
+    features); each point's own entry is dropped from its k + 1 nearest (or, among more
+    than k + 1 duplicates, the last one).
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n = x.shape[0]
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    squared, found = index.search(x, k + 1)
+    own = found == np.arange(n)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    others = np.ones_like(own)
+    others[np.arange(n), drop] = False
+    src = np.repeat(np.arange(n, dtype=np.int64), k)
+    dst = found[others].astype(np.int64)
+    dist = np.sqrt(np.maximum(squared[others], 0.0)).astype(np.float64)
     pairs = np.concatenate([src * n + dst, dst * n + src])
     unique, first = np.unique(pairs, return_index=True)
     both = np.concatenate([dist, dist])[first]

@@ -7,6 +7,7 @@ cached as an artifact like the training dynamics.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from benchmarks.seeding import derive_seed
 from methods.base import ScoreContext
 from methods.dynamics import Proxy, derived_sufficient, proxy_material, proxy_network, restate_cost
 from methods.proxy_method import ProxyMethod
+from methods.select import kept_count
 
 OUTPUTS = ("features", "logits")
 
@@ -81,15 +83,58 @@ def proxy_features(ctx: ScoreContext, proxy: Proxy, run: int, epoch: int) -> np.
     return proxy_outputs(ctx, proxy, run, epoch)["features"]
 
 
-def order_scores(order: np.ndarray) -> np.ndarray:
+def order_scores(order: np.ndarray, n: int | None = None) -> np.ndarray:
     """Scores that make top-k reproduce a greedy order for every k: (n - rank) / n.
 
-    The first pick gets 1, the last 1/n, so keep=hard keeps the first k picks.
+    The first pick gets 1, the last of n picks 1/n, so keep=hard keeps the first k
+    picks. An order of fewer than `n` picks (the selection reads no further) leaves
+    the examples never picked at 0, below every pick.
     """
-    n = order.size
-    scores = np.empty(n, dtype=np.float64)
-    scores[order] = (n - np.arange(n)) / n
+    n = order.size if n is None else n
+    scores = np.zeros(n, dtype=np.float64)
+    scores[order] = (n - np.arange(order.size)) / n
     return scores
+
+
+def picks_needed(ctx: ScoreContext, group_size: int, per_class: bool) -> int:
+    """How many picks of a greedy order over a group of `group_size` the run's selection reads.
+
+    keep=hard top-k keeps the first k (+ offset) picks of a global order, and at most
+    ceil(q n_c) + 1 picks of each class's order (q the fraction kept, offset included),
+    balanced or not: a pick of relative rank r / n_c > q is outranked by more than q n
+    others. Any other rule (keep=easy, CCS, balance over a global order) reads the whole
+    order, as does a context without a selection (a score export).
+    """
+    spec = ctx.prune
+    if spec is None or spec.keep != "hard" or spec.strategy != "topk":
+        return group_size
+    if spec.balance and not per_class:
+        return group_size
+    depth = (kept_count(ctx.n, spec.fraction) + spec.offset) / ctx.n
+    return min(group_size, math.ceil(depth * group_size) + 1)
+
+
+# the Gram matrix of a group is kept whole below this size; above it, each row is one pass
+GRAM_BYTES = 512 * 2**20
+
+
+class GramRows:
+    """Rows <x_i, x_j>_j of float32 features [n, D], the one product a greedy pick needs.
+
+    Below `GRAM_BYTES` (n <= 11,585: a class of CIFAR or ImageNet) the n x n Gram matrix
+    of the group is computed once by one matrix product, and a pick costs O(n); above,
+    each row is one pass over the features, O(n D), and the memory stays O(n).
+    """
+
+    def __init__(self, features: np.ndarray) -> None:
+        self.x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        n = self.x.shape[0]
+        self.full = (self.x @ self.x.T).numpy() if 4 * n * n <= GRAM_BYTES else None
+
+    def __call__(self, i: int) -> np.ndarray:
+        if self.full is not None:
+            return self.full[i]
+        return (self.x @ self.x[i]).numpy()
 
 
 @dataclass
@@ -106,10 +151,9 @@ class FeatureMethod(ProxyMethod):
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         """The score of proxy run `run`, shape [ctx.n]."""
 
-    def features(self, ctx: ScoreContext, run: int) -> torch.Tensor:
-        """Float64 features [N, D] on the context's device: distances need the precision."""
-        found = self.outputs(ctx, run)["features"]
-        return torch.from_numpy(found).to(ctx.device, torch.float64)
+    def features(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        """Float32 features [N, D] (on the host: the geometry runs on faiss and BLAS)."""
+        return self.outputs(ctx, run)["features"]
 
     def outputs(
         self, ctx: ScoreContext, run: int, with_val: bool = False, count_cost: bool = True
@@ -124,23 +168,27 @@ class FeatureMethod(ProxyMethod):
         return derive_seed(self.proxy_spec.run_seed(run), purpose, *index) % 2**32
 
 
-GreedyOrder = Callable[[torch.Tensor, int], np.ndarray]
+GreedyOrder = Callable[[np.ndarray, int, int], np.ndarray]
 
 
 def group_order_scores(
-    features: torch.Tensor, labels: np.ndarray, per_class: bool, order_fn: GreedyOrder
+    ctx: ScoreContext, features: np.ndarray, per_class: bool, order_fn: GreedyOrder
 ) -> np.ndarray:
-    """Order scores of `order_fn(features, group) -> order`, over all data or within each class.
+    """Order scores of `order_fn(features, group, picks) -> order`, over all data or per class.
 
-    `group` is the class (-1 for all data), for seeds. Within a class the scores are
-    (n_c - rank) / n_c, so balanced top-k reproduces each class's greedy order and
-    unbalanced top-k interleaves the classes by relative rank.
+    `group` is the class (-1 for all data), for seeds; `picks` is how much of the order
+    the selection reads (`picks_needed`). Within a class the scores are (n_c - rank) / n_c,
+    so balanced top-k reproduces each class's greedy order and unbalanced top-k
+    interleaves the classes by relative rank.
     """
+    labels = ctx.labels
     if not per_class:
-        return order_scores(order_fn(features, -1))
+        picks = picks_needed(ctx, labels.size, per_class=False)
+        return order_scores(order_fn(features, -1, picks), labels.size)
     scores = np.empty(labels.shape[0], dtype=np.float64)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        index = torch.from_numpy(members).to(features.device)
-        scores[members] = order_scores(order_fn(features[index], int(label)))
+        picks = picks_needed(ctx, members.size, per_class=True)
+        order = order_fn(features[members], int(label), picks)
+        scores[members] = order_scores(order, members.size)
     return scores

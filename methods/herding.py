@@ -5,33 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from methods.base import ScoreContext
-from methods.features import FeatureMethod, group_order_scores
+from methods.features import FeatureMethod, GramRows, group_order_scores
 from methods.registry import register
 
 
-def herding_order(features: torch.Tensor) -> np.ndarray:
-    """The greedy herding sequence over all rows of `features` [n, D].
+def herding_order(features: np.ndarray, picks: int | None = None) -> np.ndarray:
+    """The first `picks` (None = all) of the greedy herding sequence over the rows [n, D].
 
     Step t + 1 picks x_j = argmin_{j not picked} ||mu - (S_t + x_j) / (t + 1)||_2, with mu
     the mean of all n features and S_t the sum of the t picked ones; ties go to the
-    lowest index. Equivalently argmin_j ||x_j||^2 - 2 <x_j, (t + 1) mu - S_t>.
+    lowest index. Equivalently argmin_j ||x_j||^2 - 2 (t + 1) <x_j, mu> + 2 sum_p <x_j, x_p>,
+    so a pick adds one Gram row (float32 products, float64 sums) and costs O(n).
     """
     n = features.shape[0]
-    mean = features.mean(dim=0)
-    squared = (features * features).sum(dim=1)
-    picked_sum = torch.zeros_like(mean)
-    available = torch.ones(n, dtype=torch.bool, device=features.device)
-    order = torch.empty(n, dtype=torch.long, device=features.device)
-    for t in range(n):
-        cost = squared - 2.0 * (features @ ((t + 1) * mean - picked_sum))
-        pick = cost.masked_fill(~available, float("inf")).argmin()
-        order[t] = pick
-        available[pick] = False
-        picked_sum += features[pick]
-    return order.cpu().numpy()
+    picks = n if picks is None else picks
+    wide = features.astype(np.float64)
+    squared = (wide * wide).sum(axis=1)
+    toward_mean = wide @ wide.mean(axis=0)
+    picked_products = np.zeros(n)
+    gram = GramRows(features)
+    order = np.empty(picks, dtype=np.int64)
+    taken = np.zeros(n, dtype=bool)
+    for t in range(picks):
+        cost = squared - 2.0 * ((t + 1) * toward_mean - picked_products)
+        cost[taken] = np.inf
+        pick = int(cost.argmin())
+        order[t], taken[pick] = pick, True
+        picked_products += gram(pick)
+    return order
 
 
 @register
@@ -39,8 +42,9 @@ def herding_order(features: torch.Tensor) -> np.ndarray:
 class Herding(FeatureMethod):
     """The herding sequence on the proxy's features, as a score: first picked = highest.
 
-    Global by default; `per_class` herds within each class (DeepCore's balanced mode,
-    best read with prune.balance=true).
+    Within each class by default (DeepCore's default, balanced); `per_class=false` herds
+    over all data. The herding rule is the argmin (the pick that brings the running mean
+    closest to the full mean); DeepCore's code takes the argmax of the same distance.
     """
 
     name = "herding"
@@ -54,10 +58,12 @@ class Herding(FeatureMethod):
     )
     direction = "high = picked earlier = kept first (keep=hard = the herding selection)"
 
-    per_class: bool = False
+    per_class: bool = True
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        features = self.features(ctx, run)
         return group_order_scores(
-            features, ctx.labels, self.per_class, lambda rows, _: herding_order(rows)
+            ctx,
+            self.features(ctx, run),
+            self.per_class,
+            lambda x, _, picks: herding_order(x, picks),
         )

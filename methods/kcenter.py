@@ -5,31 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from methods.base import ScoreContext
-from methods.features import FeatureMethod, group_order_scores
+from methods.features import FeatureMethod, GramRows, group_order_scores
 from methods.registry import register
 
 
-def kcenter_order(features: torch.Tensor, start: int) -> np.ndarray:
-    """The greedy k-center sequence over all rows of `features` [n, D], from row `start`.
+def kcenter_order(features: np.ndarray, start: int, picks: int | None = None) -> np.ndarray:
+    """The first `picks` (None = all) of the greedy k-center sequence over the rows [n, D].
 
     Each next pick is argmax_{j not picked} min_{c picked} ||x_j - x_c||_2 (ties to the
-    lowest index), the farthest point from the centers chosen so far.
+    lowest index), the farthest point from the centers chosen so far; a pick updates
+    the nearest-center distances with one Gram row, O(n).
     """
     n = features.shape[0]
-    squared = (features * features).sum(dim=1)
-    nearest = torch.full((n,), float("inf"), dtype=features.dtype, device=features.device)
-    order = torch.empty(n, dtype=torch.long, device=features.device)
-    pick = torch.tensor(start, device=features.device)
-    for t in range(n):
+    picks = n if picks is None else picks
+    wide = features.astype(np.float64)
+    squared = (wide * wide).sum(axis=1)
+    nearest = np.full(n, np.inf)
+    gram = GramRows(features)
+    order = np.empty(picks, dtype=np.int64)
+    pick = start
+    for t in range(picks):
         order[t] = pick
-        to_pick = (squared - 2.0 * (features @ features[pick]) + squared[pick]).clamp_min(0.0)
-        nearest = torch.minimum(nearest, to_pick)
+        to_pick = np.maximum(squared - 2.0 * gram(pick) + squared[pick], 0.0)
+        np.minimum(nearest, to_pick, out=nearest)
         nearest[pick] = -1.0
-        pick = nearest.argmax()
-    return order.cpu().numpy()
+        pick = int(nearest.argmax())
+    return order
 
 
 @register
@@ -37,8 +40,9 @@ def kcenter_order(features: torch.Tensor, start: int) -> np.ndarray:
 class KCenterGreedy(FeatureMethod):
     """The k-center greedy sequence on the proxy's features, as a score: first picked = highest.
 
-    The first center is drawn uniformly at random with a seed fixed by the score seed
-    and the run (per class with `per_class`, DeepCore's balanced mode).
+    Within each class by default (DeepCore's default, balanced; `per_class=false`: over
+    all data). The first center is drawn uniformly at random with a seed fixed by the
+    score seed and the run (and the class).
     """
 
     name = "kcenter"
@@ -52,11 +56,11 @@ class KCenterGreedy(FeatureMethod):
     )
     direction = "high = picked earlier = kept first (keep=hard = the k-center selection)"
 
-    per_class: bool = False
+    per_class: bool = True
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        def order(features: torch.Tensor, group: int) -> np.ndarray:
+        def order(features: np.ndarray, group: int, picks: int) -> np.ndarray:
             rng = np.random.default_rng(self.run_seed(run, "kcenter-start", group))
-            return kcenter_order(features, int(rng.integers(features.shape[0])))
+            return kcenter_order(features, int(rng.integers(features.shape[0])), picks)
 
-        return group_order_scores(self.features(ctx, run), ctx.labels, self.per_class, order)
+        return group_order_scores(ctx, self.features(ctx, run), self.per_class, order)

@@ -58,5 +58,5 @@ class ModerateDS(FeatureMethod):
     )
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        features = self.features(ctx, run).cpu().numpy()
+        features = self.features(ctx, run).astype(np.float64)
         return median_band_scores(class_median_distances(features, ctx.labels))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
-from sklearn.cluster import KMeans
 
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
@@ -18,18 +18,52 @@ def prototype_distances(
 ) -> np.ndarray:
     """Distance of each feature to its nearest k-means prototype.
 
-    With `normalize` (the paper's self-supervised variant), features are scaled to unit
-    norm before k-means and the distance is the cosine distance 1 - max_j <z, c_j / ||c_j||>;
-    otherwise it is the Euclidean distance min_j ||z - c_j||_2.
+    k-means is faiss's (Lloyd's iterations on every point, `n_init` seeded restarts,
+    the lowest objective kept). With `normalize` (the paper's variant), features are
+    scaled to unit norm before k-means and the distance is the cosine distance
+    1 - max_j <z, c_j / ||c_j||>; otherwise it is the Euclidean distance min_j ||z - c_j||_2.
     """
+    x = np.ascontiguousarray(features, dtype=np.float32)
     if normalize:
-        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    kmeans = KMeans(n_clusters=clusters, n_init=n_init, random_state=seed).fit(features)
-    if not normalize:
-        return kmeans.transform(features).min(axis=1)
-    centers = kmeans.cluster_centers_
-    centers = centers / np.maximum(np.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
-    return 1.0 - (features @ centers.T).max(axis=1)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    kmeans = faiss.Kmeans(
+        x.shape[1],
+        clusters,
+        niter=KMEANS_ITERATIONS,
+        nredo=n_init,
+        seed=seed % 2**31,
+        max_points_per_centroid=x.shape[0],
+        min_points_per_centroid=1,
+    )
+    kmeans.train(x)
+    centers = kmeans.centroids
+    if normalize:
+        centers = centers / np.maximum(np.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
+        index = faiss.IndexFlatIP(x.shape[1])
+    else:
+        index = faiss.IndexFlatL2(x.shape[1])
+    index.add(np.ascontiguousarray(centers, dtype=np.float32))
+    _, nearest = index.search(x, 1)
+    return _distances_to(x, centers.astype(np.float64), nearest[:, 0], normalize)
+
+
+def _distances_to(
+    x: np.ndarray, centers: np.ndarray, nearest: np.ndarray, cosine: bool, chunk: int = 65536
+) -> np.ndarray:
+    """The distance of each row to its nearest center, in float64, in chunks of rows."""
+    out = np.empty(x.shape[0])
+    for start in range(0, x.shape[0], chunk):
+        rows = x[start : start + chunk].astype(np.float64)
+        picked = centers[nearest[start : start + chunk]]
+        if cosine:
+            out[start : start + chunk] = 1.0 - (rows * picked).sum(axis=1)
+        else:
+            out[start : start + chunk] = np.linalg.norm(rows - picked, axis=1)
+    return out
+
+
+# Lloyd iterations per restart (faiss's default is 25; k-means on features settles well before)
+KMEANS_ITERATIONS = 50
 
 
 @register
@@ -66,6 +100,6 @@ class Prototypes(FeatureMethod):
         clusters = ctx.num_classes if self.clusters is None else self.clusters
         if clusters > ctx.n:
             raise ConfigError(f"method.clusters={clusters} exceeds the {ctx.n} examples")
-        features = self.features(ctx, run).cpu().numpy()
+        features = self.features(ctx, run)
         seed = self.run_seed(run, "kmeans")
         return prototype_distances(features, clusters, self.normalize, seed, self.n_init)

@@ -83,7 +83,7 @@ def test_prototype_distance_is_to_the_nearest_centroid_by_hand():
     mean = unit.mean(axis=0)
     cosine = 1 - unit @ (mean / np.linalg.norm(mean))
     found = prototype_distances(features, clusters=2, normalize=True, seed=0, n_init=3)
-    assert found == pytest.approx(np.concatenate([cosine, cosine]), abs=1e-12)
+    assert found == pytest.approx(np.concatenate([cosine, cosine]), abs=1e-6)  # float32 k-means
     # the two middle points sit nearest their prototype: kept first under keep=easy
     kept = select(euclid, np.zeros(6, int), PruneSpec(fraction=4 / 6, keep="easy"), seed=0)
     assert kept.tolist() == [1, 4]
@@ -91,7 +91,7 @@ def test_prototype_distance_is_to_the_nearest_centroid_by_hand():
 
 def test_kcenter_each_pick_maximises_the_distance_to_the_picked_set():
     points = np.random.default_rng(3).normal(size=(30, 2))
-    order = kcenter_order(torch.from_numpy(points), start=7)
+    order = kcenter_order(points.astype(np.float32), start=7)
     assert order[0] == 7 and sorted(order.tolist()) == list(range(30))
     for t in range(1, 30):
         picked = points[order[:t]]
@@ -106,7 +106,7 @@ def test_kcenter_each_pick_maximises_the_distance_to_the_picked_set():
 def test_herding_each_step_brings_the_running_mean_closest_to_the_full_mean():
     points = np.random.default_rng(4).normal(size=(10, 3))
     mu = points.mean(axis=0)
-    order = herding_order(torch.from_numpy(points))
+    order = herding_order(points.astype(np.float32))
     assert sorted(order.tolist()) == list(range(10))
     for t in range(10):
         gap = {
@@ -121,7 +121,7 @@ def test_herding_mean_approaches_the_full_mean_faster_than_random_subsets():
     rng = np.random.default_rng(5)
     points = rng.normal(size=(200, 5))
     mu = points.mean(axis=0)
-    order = herding_order(torch.from_numpy(points))
+    order = herding_order(points.astype(np.float32))
     for k in (5, 10, 20, 40):
         herded = np.linalg.norm(points[order[:k]].mean(axis=0) - mu)
         random = np.mean(
@@ -145,7 +145,7 @@ def test_order_scores_make_top_k_reproduce_the_greedy_prefix_for_every_budget():
 def test_per_class_herding_with_balance_reproduces_each_class_sequence(cache_dir):
     ctx = _ctx(cache_dir)
     scores = get_method("herding", {"per_class": True}).score(ctx)
-    features = torch.from_numpy(proxy_features(ctx, Proxy(), 0, 4)).double()
+    features = proxy_features(ctx, Proxy(), 0, 4)
     spec = PruneSpec(fraction=0.5, balance=True)
     kept = set(select(scores, ctx.labels, spec, seed=0).tolist())
     for label in (0, 1):
@@ -158,8 +158,8 @@ def test_per_class_herding_with_balance_reproduces_each_class_sequence(cache_dir
 
 
 def test_kcenter_method_is_deterministic_given_the_score_seed(cache_dir):
-    first = get_method("kcenter", {}).score(_ctx(cache_dir))
-    again = get_method("kcenter", {}).score(_ctx(cache_dir))
+    first = get_method("kcenter", {"per_class": False}).score(_ctx(cache_dir))
+    again = get_method("kcenter", {"per_class": False}).score(_ctx(cache_dir))
     assert first.tolist() == again.tolist()
     assert sorted(first.tolist()) == pytest.approx((np.arange(1, 65) / 64).tolist())
 
@@ -280,7 +280,7 @@ def test_d2_without_messages_ranks_by_difficulty(cache_dir):
 
 def test_d2_graph_is_the_symmetrised_knn_graph_by_brute_force():
     points = np.random.default_rng(9).normal(size=(25, 4))
-    graph: Graph = knn_graph(torch.from_numpy(points), 3, chunk=7)
+    graph: Graph = knn_graph(points.astype(np.float32), 3)
     distance = np.linalg.norm(points[:, None] - points[None], axis=2)
     np.fill_diagonal(distance, np.inf)
     knn = np.argsort(distance, axis=1)[:, :3]

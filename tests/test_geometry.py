@@ -1,0 +1,112 @@
+"""Geometry at scale: the same selections as the pre-change float64 code, on fewer picks.
+
+The references restate the earlier implementations (float64, the full objective
+recomputed at every pick, a brute-force kNN graph); the fast ones use float32 Gram
+rows, faiss, and stop where the selection reads no further.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from methods.d2 import knn_graph
+from methods.features import GramRows, group_order_scores, picks_needed
+from methods.herding import herding_order
+from methods.kcenter import kcenter_order
+from methods.select import PruneSpec, select
+
+
+def herding_reference(x):
+    """Pre-change herding: argmin ||x||^2 - 2 <x, (t + 1) mu - S_t> recomputed at every pick."""
+    n = x.shape[0]
+    mean, squared = x.mean(axis=0), (x * x).sum(axis=1)
+    picked_sum, available, order = np.zeros_like(mean), np.ones(n, bool), []
+    for t in range(n):
+        cost = squared - 2.0 * (x @ ((t + 1) * mean - picked_sum))
+        pick = int(np.where(available, cost, np.inf).argmin())
+        order.append(pick)
+        available[pick] = False
+        picked_sum += x[pick]
+    return np.array(order)
+
+
+def kcenter_reference(x, start):
+    """Pre-change k-center: farthest from the picked set, distances by explicit differences."""
+    nearest = np.full(x.shape[0], np.inf)
+    order, pick = [], start
+    for _ in range(x.shape[0]):
+        order.append(pick)
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[pick], axis=1) ** 2)
+        nearest[pick] = -1.0
+        pick = int(nearest.argmax())
+    return np.array(order)
+
+
+def _features(n=240, d=24, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("budget", [0, 2**30], ids=["row-per-pick", "gram-matrix"])
+def test_herding_and_kcenter_orders_equal_the_pre_change_code(budget, monkeypatch):
+    monkeypatch.setattr("methods.features.GRAM_BYTES", budget)
+    x = _features()
+    wide = x.astype(np.float64)
+    assert (GramRows(x).full is None) == (budget == 0)
+    assert herding_order(x).tolist() == herding_reference(wide).tolist()
+    assert kcenter_order(x, 11).tolist() == kcenter_reference(wide, 11).tolist()
+    assert herding_order(x, 17).tolist() == herding_reference(wide)[:17].tolist()
+
+
+def test_knn_graph_on_faiss_equals_the_brute_force_graph():
+    x = _features(300, 16, seed=1)
+    graph = knn_graph(x, 6)
+    wide = x.astype(np.float64)
+    distance = np.linalg.norm(wide[:, None] - wide[None], axis=2)
+    np.fill_diagonal(distance, np.inf)
+    knn = np.argsort(distance, axis=1)[:, :6]
+    for i in range(300):
+        expected = {int(j) for j in knn[i]} | set(np.flatnonzero((knn == i).any(axis=1)).tolist())
+        neighbors, lengths = graph.around(i)
+        assert set(neighbors.tolist()) == expected
+        assert lengths == pytest.approx(distance[i, neighbors], rel=1e-5)
+
+
+def test_knn_graph_drops_each_point_itself_even_among_duplicates():
+    x = np.repeat(_features(5, 3), 4, axis=0)  # every point four times
+    graph = knn_graph(x, 2)
+    for i in range(20):
+        neighbors, lengths = graph.around(i)
+        assert i not in neighbors.tolist() and (lengths == 0).any()
+
+
+SPECS = [
+    PruneSpec(fraction=0.3),
+    PruneSpec(fraction=0.7),
+    PruneSpec(fraction=0.5, balance=True),
+    PruneSpec(fraction=0.9, balance=True),
+    PruneSpec(fraction=0.5, offset=20),
+    PruneSpec(fraction=0.5, keep="easy"),
+    PruneSpec(fraction=0.5, strategy="ccs", ccs_beta=0.1, ccs_bins=5),
+]
+
+
+@pytest.mark.parametrize("per_class", [True, False])
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_stopping_where_the_selection_reads_no_further_keeps_the_same_examples(per_class, spec):
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), [31, 70, 13, 126])  # uneven classes
+    x = _features(labels.size)
+
+    def order(features, group, picks):
+        return kcenter_order(features, 0, picks)
+
+    full = group_order_scores(
+        SimpleNamespace(labels=labels, n=labels.size, prune=None), x, per_class, order
+    )
+    ctx = SimpleNamespace(labels=labels, n=labels.size, prune=spec)
+    short = group_order_scores(ctx, x, per_class, order)
+    seed = int(rng.integers(100))
+    assert select(short, labels, spec, seed).tolist() == select(full, labels, spec, seed).tolist()
+    if spec.keep == "hard" and spec.strategy == "topk" and not (spec.balance and not per_class):
+        assert picks_needed(ctx, 126, per_class) < 126  # and fewer picks were made
