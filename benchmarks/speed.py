@@ -3,6 +3,7 @@
     python -m benchmarks.speed --model cnn --steps 40          # CPU, a few minutes
     python -m benchmarks.speed --model resnet18 --steps 200    # on a GPU
     python -m benchmarks.speed --model timm:vit_tiny_patch16_224 --model-kwargs '{"patch_size": 4}'
+    python -m benchmarks.speed geometry                        # feature-space methods at N
 
 Each measurement runs in its own child process so that its peak memory is its own.
 Compared on the same model, batch size and number of steps:
@@ -27,6 +28,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks import geometry_speed
 from benchmarks.augment import Augment
 from benchmarks.data import load_dataset
 from benchmarks.models import build_model
@@ -433,6 +436,9 @@ def per_epoch(seconds: dict[str, float], args: argparse.Namespace) -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["geometry"]:
+        geometry_speed.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -1,0 +1,201 @@
+"""Geometry part of the speed benchmark: the feature-space methods at growing N.
+
+    python -m benchmarks.speed geometry                      # 5k..50k, about 10 minutes
+    python -m benchmarks.speed geometry --sizes 2000 4000 --repeats 1   # a quick look
+
+Times prunebench's own functions on random float32 features (D = 512, ResNet-18's
+penultimate width; 10 balanced classes), each measurement in its own child process
+so that its peak memory above the features is its own, repeats interleaved round by
+round (medians reported). Herding and k-Center make as many picks as keeping 70%
+needs (the largest kept set of a 30/50/70% grid), per class as their defaults. The
+growth exponent of each method is fitted on log-log over the sizes and used to
+extrapolate to CIFAR's 50,000 (10 classes) and ImageNet's 1,281,167 (1,000 classes):
+per-class methods as 1,000 classes of 1,281 (100 x the 10-class time at 12,812), the
+others over all N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from methods.d2 import forward_pass, knn_graph, reverse_order
+from methods.features import group_order_scores
+from methods.herding import herding_order
+from methods.kcenter import kcenter_order
+from methods.moderate import class_median_distances, median_band_scores
+from methods.prototypes import prototype_distances
+from methods.select import PruneSpec
+
+CIFAR = (50_000, 10)
+IMAGENET = (1_281_167, 1_000)
+PER_CLASS = {"herding": True, "kcenter": True, "d2": False, "prototypes": False, "moderate": True}
+KEPT_GRID_LARGEST = PruneSpec(fraction=0.3)  # keeping 70%: the deepest order a 30/50/70% grid reads
+
+
+def _herding(x: np.ndarray, labels: np.ndarray) -> None:
+    ctx = SimpleNamespace(labels=labels, n=labels.size, prune=KEPT_GRID_LARGEST)
+    group_order_scores(ctx, x, True, lambda f, _, picks: herding_order(f, picks))
+
+
+def _kcenter(x: np.ndarray, labels: np.ndarray) -> None:
+    ctx = SimpleNamespace(labels=labels, n=labels.size, prune=KEPT_GRID_LARGEST)
+    group_order_scores(ctx, x, True, lambda f, _, picks: kcenter_order(f, 0, picks))
+
+
+def _d2(x: np.ndarray, labels: np.ndarray) -> None:
+    graph = knn_graph(x, 10)
+    difficulty = np.random.default_rng(1).random(labels.size)
+    reverse_order(forward_pass(difficulty, graph, 1.0), graph, 1.0)
+
+
+def _prototypes(x: np.ndarray, labels: np.ndarray) -> None:
+    prototype_distances(x, int(labels.max()) + 1, normalize=True, seed=0, n_init=3)
+
+
+def _moderate(x: np.ndarray, labels: np.ndarray) -> None:
+    median_band_scores(class_median_distances(x.astype(np.float64), labels))
+
+
+METHODS: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {
+    "herding": _herding,
+    "kcenter": _kcenter,
+    "d2": _d2,
+    "prototypes": _prototypes,
+    "moderate": _moderate,
+}
+
+
+def _child(name: str, n: int, classes: int, dim: int, queue: mp.Queue) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    labels = np.arange(n) % classes
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    METHODS[name](x, labels)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put({"seconds": seconds, "above_features_bytes": max(0, peak - before)})
+
+
+def measure(name: str, n: int, classes: int, dim: int) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, n, classes, dim, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def growth(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
+    """(exponent b, constant a) of seconds = a N^b, least squares on log-log."""
+    b, log_a = np.polyfit(np.log(sizes), np.log(seconds), 1)
+    return float(b), float(math.exp(log_a))
+
+
+def extrapolate(
+    name: str, fit: tuple[float, float], classes: int, target: tuple[int, int]
+) -> float:
+    """Seconds at `target` (N, classes) from a fit measured with `classes` classes."""
+    b, a = fit
+    n, target_classes = target
+    if not PER_CLASS[name]:
+        return a * n**b
+    groups = target_classes / classes  # the same class size: N scaled down by the ratio
+    return groups * a * (n / groups) ** b
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cells = [(name, n) for n in args.sizes for name in args.methods]
+    rounds = [
+        {cell: measure(*cell, args.classes, args.dim) for cell in cells}
+        for _ in range(args.repeats)
+    ]
+    results: dict[str, Any] = {}
+    for name in args.methods:
+        rows = []
+        for n in args.sizes:
+            runs = [r[(name, n)] for r in rounds]
+            rows.append(
+                {
+                    "n": n,
+                    "seconds": statistics.median(r["seconds"] for r in runs),
+                    "repeats": [r["seconds"] for r in runs],
+                    "above_features_bytes": max(r["above_features_bytes"] for r in runs),
+                }
+            )
+        fit = growth([r["n"] for r in rows], [r["seconds"] for r in rows])
+        results[name] = {
+            "rows": rows,
+            "exponent": fit[0],
+            "cifar_seconds": extrapolate(name, fit, args.classes, CIFAR),
+            "imagenet_seconds": extrapolate(name, fit, args.classes, IMAGENET),
+        }
+    return results
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    header = " | ".join(f"N={n:,}" for n in args.sizes)
+    lines = [
+        f"| method | {header} | peak above features (largest N) | growth | "
+        "CIFAR 50,000 / 10 classes | ImageNet 1,281,167 / 1,000 classes |",
+        "| --- |" + " ---: |" * (len(args.sizes) + 4),
+    ]
+    for name, result in results.items():
+        cells = " | ".join(f"{r['seconds']:.2f} s" for r in result["rows"])
+        peak = result["rows"][-1]["above_features_bytes"] / 2**20
+        lines.append(
+            f"| {name} | {cells} | {peak:.0f} MiB | N^{result['exponent']:.2f} | "
+            f"{_duration(result['cifar_seconds'])} | {_duration(result['imagenet_seconds'])} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed geometry",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 10_000, 20_000, 50_000])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="speed_geometry.json")
+    args = parser.parse_args(argv)
+    if len(args.sizes) < 2 or args.repeats < 1:
+        parser.error("--sizes needs two or more sizes (to fit a growth) and --repeats >= 1")
+    results = run(args)
+    lines = report(results, args)
+    print("\n".join(lines))
+    payload = {
+        "args": vars(args),
+        "results": results,
+        "table": lines,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+    }
+    Path(args.out).write_text(json.dumps(payload, indent=1))
