@@ -6,8 +6,9 @@
 Times prunebench's own functions on random float32 features (D = 512, ResNet-18's
 penultimate width; 10 balanced classes), each measurement in its own child process
 so that its peak memory above the features is its own, repeats interleaved round by
-round (medians reported). Herding and k-Center make as many picks as keeping 70%
-needs (the largest kept set of a 30/50/70% grid), per class as their defaults. The
+round (medians reported); `--methods d2_ivf` times D2 on the approximate graph.
+Herding and k-Center make as many picks as keeping 70% needs (the largest kept set of
+a 30/50/70% grid), per class as their defaults. The
 growth exponent of each method is fitted on log-log over the sizes and used to
 extrapolate to CIFAR's 50,000 (10 classes) and ImageNet's 1,281,167 (1,000 classes):
 per-class methods as 1,000 classes of 1,281 (100 x the 10-class time at 12,812), the
@@ -41,7 +42,14 @@ from methods.select import PruneSpec
 
 CIFAR = (50_000, 10)
 IMAGENET = (1_281_167, 1_000)
-PER_CLASS = {"herding": True, "kcenter": True, "d2": False, "prototypes": False, "moderate": True}
+PER_CLASS = {
+    "herding": True,
+    "kcenter": True,
+    "d2": False,
+    "d2_ivf": False,
+    "prototypes": False,
+    "moderate": True,
+}
 KEPT_GRID_LARGEST = PruneSpec(fraction=0.3)  # keeping 70%: the deepest order a 30/50/70% grid reads
 
 
@@ -55,8 +63,8 @@ def _kcenter(x: np.ndarray, labels: np.ndarray) -> None:
     group_order_scores(ctx, x, True, lambda f, _, picks: kcenter_order(f, 0, picks))
 
 
-def _d2(x: np.ndarray, labels: np.ndarray) -> None:
-    graph = knn_graph(x, 10)
+def _d2(x: np.ndarray, labels: np.ndarray, index: str = "exact") -> None:
+    graph = knn_graph(x, 10, index)
     difficulty = np.random.default_rng(1).random(labels.size)
     reverse_order(forward_pass(difficulty, graph, 1.0), graph, 1.0)
 
@@ -73,6 +81,7 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {
     "herding": _herding,
     "kcenter": _kcenter,
     "d2": _d2,
+    "d2_ivf": lambda x, labels: _d2(x, labels, "ivf"),
     "prototypes": _prototypes,
     "moderate": _moderate,
 }
@@ -179,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 10_000, 20_000, 50_000])
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=[m for m in METHODS if m != "d2_ivf"]
+    )
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)

@@ -35,18 +35,21 @@ class Graph:
         return self.neighbors[span], self.distances[span]
 
 
-def knn_graph(features: np.ndarray, k: int) -> Graph:
+KNN_INDEXES = ("exact", "ivf")
+
+
+def knn_graph(features: np.ndarray, k: int, index: str = "exact") -> Graph:
     """Edges i-j where j is among i's k nearest (Euclidean) or i among j's, as the official code.
 
-    Exact search (faiss's flat L2 index, float32, blocked: memory O(N k) beyond the
-    features); each point's own entry is dropped from its k + 1 nearest (or, among more
-    than k + 1 duplicates, the last one).
+    `exact`: exhaustive search (faiss's flat L2 index, float32, blocked: memory O(N k)
+    beyond the features), the graph the method is defined on. `ivf`: approximate, an
+    explicit option for ImageNet-size N: faiss's inverted file over 4 sqrt(N) k-means
+    cells, searching the 32 nearest cells of each point. Each point's own entry is dropped
+    from its k + 1 nearest (or, among more than k + 1 duplicates, the last one).
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    squared, found = index.search(x, k + 1)
+    squared, found = _search(x, k + 1, index)
     own = found == np.arange(n)[:, None]
     drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
     others = np.ones_like(own)
@@ -59,6 +62,24 @@ def knn_graph(features: np.ndarray, k: int) -> Graph:
     both = np.concatenate([dist, dist])[first]
     indptr = np.searchsorted(unique // n, np.arange(n + 1))
     return Graph(indptr=indptr, neighbors=unique % n, distances=both)
+
+
+def _search(x: np.ndarray, k: int, index: str) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of x to each row (squared distances, indices)."""
+    flat = faiss.IndexFlatL2(x.shape[1])
+    flat.add(x)
+    if index == "exact":
+        return flat.search(x, k)
+    cells = max(1, min(x.shape[0] // 39, round(4 * np.sqrt(x.shape[0]))))
+    ivf = faiss.IndexIVFFlat(flat, x.shape[1], cells)
+    ivf.train(x)
+    ivf.add(x)
+    ivf.nprobe = min(cells, 32)
+    squared, found = ivf.search(x, k)
+    short = np.flatnonzero((found < 0).any(axis=1))  # the cells searched held under k points
+    if short.size:
+        squared[short], found[short] = flat.search(x[short], k)
+    return squared, found
 
 
 def forward_pass(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
@@ -118,6 +139,7 @@ class D2Pruning(FeatureMethod):
     neighbors: int = 10
     gamma_forward: float = 1.0
     gamma_reverse: float = 1.0
+    knn: str = "exact"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,11 +149,13 @@ class D2Pruning(FeatureMethod):
             )
         if self.neighbors < 1:
             raise ConfigError(f"method.neighbors={self.neighbors} must be >= 1")
+        if self.knn not in KNN_INDEXES:
+            raise ConfigError(f"method.knn={self.knn!r} is not one of {', '.join(KNN_INDEXES)}")
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         if self.neighbors >= ctx.n:
             raise ConfigError(f"method.neighbors={self.neighbors} needs more than {ctx.n} examples")
-        graph = knn_graph(self.features(ctx, run), self.neighbors)
+        graph = knn_graph(self.features(ctx, run), self.neighbors, self.knn)
         scores = forward_pass(self.difficulty_of(ctx, run), graph, self.gamma_forward)
         return order_scores(reverse_order(scores, graph, self.gamma_reverse))
 

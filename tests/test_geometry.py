@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from benchmarks.errors import ConfigError
+from methods import get_method
 from methods.d2 import knn_graph
 from methods.features import GramRows, group_order_scores, picks_needed
 from methods.herding import herding_order
@@ -110,3 +112,16 @@ def test_stopping_where_the_selection_reads_no_further_keeps_the_same_examples(p
     assert select(short, labels, spec, seed).tolist() == select(full, labels, spec, seed).tolist()
     if spec.keep == "hard" and spec.strategy == "topk" and not (spec.balance and not per_class):
         assert picks_needed(ctx, 126, per_class) < 126  # and fewer picks were made
+
+
+def test_the_approximate_knn_graph_is_an_explicit_option_close_to_the_exact_one():
+    x = _features(3000, 16, seed=3)
+    exact, approximate = knn_graph(x, 5), knn_graph(x, 5, index="ivf")
+    found = sum(
+        len(set(exact.around(i)[0].tolist()) & set(approximate.around(i)[0].tolist()))
+        for i in range(3000)
+    )
+    assert found / exact.neighbors.size > 0.9
+    assert get_method("d2", {}).knn == "exact"
+    with pytest.raises(ConfigError, match="method.knn='hnsw' is not one of exact, ivf"):
+        get_method("d2", {"knn": "hnsw"})
