@@ -6,13 +6,14 @@
 Times prunebench's own functions on random float32 features (D = 512, ResNet-18's
 penultimate width; 10 balanced classes), each measurement in its own child process
 so that its peak memory above the features is its own, repeats interleaved round by
-round (medians reported); `--methods d2_ivf` times D2 on the approximate graph.
-Herding and k-Center make as many picks as keeping 70% needs (the largest kept set of
-a 30/50/70% grid), per class as their defaults. The
-growth exponent of each method is fitted on log-log over the sizes and used to
-extrapolate to CIFAR's 50,000 (10 classes) and ImageNet's 1,281,167 (1,000 classes):
-per-class methods as 1,000 classes of 1,281 (100 x the 10-class time at 12,812), the
-others over all N.
+round (medians of wall seconds, and in brackets of the CPU seconds the process used:
+on a shared machine the wall time grows with the load, the CPU time much less);
+`--methods d2_ivf` times D2 on the approximate graph. Herding and k-Center make as many
+picks as keeping 70% needs (the largest kept set of a 30/50/70% grid), per class as
+their defaults. The growth exponent of each method is fitted on log-log over the sizes
+and used to extrapolate to CIFAR's 50,000 (10 classes) and ImageNet's 1,281,167 (1,000
+classes): per-class methods as 1,000 classes of 1,281 (100 x the 10-class time at
+12,812), the others over all N.
 """
 
 from __future__ import annotations
@@ -91,12 +92,14 @@ def _child(name: str, n: int, classes: int, dim: int, queue: mp.Queue) -> None:
     rng = np.random.default_rng(n)
     x = rng.standard_normal((n, dim), dtype=np.float32)
     labels = np.arange(n) % classes
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     METHODS[name](x, labels)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"seconds": seconds, "above_features_bytes": max(0, peak - before)})
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak = max(0, after.ru_maxrss - before.ru_maxrss) * 1024
+    queue.put({"seconds": seconds, "cpu_seconds": cpu, "above_features_bytes": peak})
 
 
 def measure(name: str, n: int, classes: int, dim: int) -> dict[str, float]:
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "n": n,
                     "seconds": statistics.median(r["seconds"] for r in runs),
                     "repeats": [r["seconds"] for r in runs],
+                    "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
                     "above_features_bytes": max(r["above_features_bytes"] for r in runs),
                 }
             )
@@ -172,7 +176,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "| --- |" + " ---: |" * (len(args.sizes) + 4),
     ]
     for name, result in results.items():
-        cells = " | ".join(f"{r['seconds']:.2f} s" for r in result["rows"])
+        cells = " | ".join(f"{r['seconds']:.2f} s ({r['cpu_seconds']:.1f})" for r in result["rows"])
         peak = result["rows"][-1]["above_features_bytes"] / 2**20
         lines.append(
             f"| {name} | {cells} | {peak:.0f} MiB | N^{result['exponent']:.2f} | "
