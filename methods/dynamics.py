@@ -330,7 +330,8 @@ def _record(
         kept = set(previous[1]["weights_epochs"])
         start_epoch = previous[1]["stop_epoch"]
         stored = ctx.build_model(proxy.model, 0)
-        stored.load_state_dict(torch.load(files.state, weights_only=False)["model"])
+        state = torch.load(files.state, map_location=ctx.device, weights_only=False)
+        stored.load_state_dict(state["model"])
         recorder.restore(previous[0], stored)
     else:
         files.state.unlink(missing_ok=True)
