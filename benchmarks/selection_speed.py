@@ -58,20 +58,21 @@ CASES: tuple[tuple[str, str, dict[str, Any], dict[str, Any]], ...] = (
 )
 IMAGE_CASES = ("vog (one checkpoint)",)
 EPOCHS = 30
-CLASSES = 10
+# logits per example (K); `classes` (how many of them have examples) may be fewer
+NUM_CLASSES = 10
 
 
 def synthetic_context(
-    n: int, feature_dim: int, n_val: int, cache_dir: Path, seed: int = 0
+    n: int, feature_dim: int, n_val: int, cache_dir: Path, classes: int = 10, seed: int = 0
 ) -> ScoreContext:
     """A context whose cache already holds random proxy outputs and dynamics for n examples."""
     rng = np.random.default_rng(seed)
-    labels = torch.from_numpy(np.arange(n) % CLASSES)
-    val_labels = torch.from_numpy(np.arange(n_val) % CLASSES)
+    labels = torch.from_numpy(np.arange(n) % classes)
+    val_labels = torch.from_numpy(np.arange(n_val) % classes)
     ctx = ScoreContext(
         train_x=torch.from_numpy(rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)),
         train_y=labels,
-        num_classes=CLASSES,
+        num_classes=NUM_CLASSES,
         mean=(0.5,),
         std=(0.25,),
         device=torch.device("cpu"),
@@ -91,7 +92,7 @@ def synthetic_context(
         features = np.abs(rng.normal(size=(m, feature_dim))).astype(np.float32)
         return {
             "features": features,
-            "logits": (3 * rng.normal(size=(m, CLASSES))).astype(np.float32),
+            "logits": (3 * rng.normal(size=(m, NUM_CLASSES))).astype(np.float32),
         }
 
     material = {**proxy_material(ctx, proxy, 0), "epoch": EPOCHS, "output": "features"}
@@ -148,6 +149,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--feature-dim", type=int, default=64)
     parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument(
+        "--classes", type=int, default=10, help="1: time one class of n (per-class methods)"
+    )
     parser.add_argument("--only", nargs="*", help="labels of the cases to time (default all)")
     parser.add_argument("--out", type=Path, default=Path("selection_speed.json"))
     args = parser.parse_args()
@@ -155,7 +159,9 @@ def main() -> None:
     timings: dict[str, dict[int, list[float]]] = {c[0]: {n: [] for n in args.sizes} for c in cases}
     with tempfile.TemporaryDirectory() as tmp:
         contexts = {
-            n: synthetic_context(n, args.feature_dim, args.val_size, Path(tmp) / str(n))
+            n: synthetic_context(
+                n, args.feature_dim, args.val_size, Path(tmp) / str(n), args.classes
+            )
             for n in args.sizes
         }
         for _ in range(args.repeats):

@@ -102,8 +102,10 @@ def test_dual_beta_sampling_keeps_the_budget_and_moves_to_easier_examples_as_mor
     light = beta_probabilities(mean_p, scores, 0.1, 4.0)
     heavy = beta_probabilities(mean_p, scores, 0.9, 4.0)
     assert (heavy * mean_p).sum() > (light * mean_p).sum()
-    kept = _kept(method, ctx, fraction=0.7)
+    fresh = _ctx(cache_dir)
+    kept = _kept(method, fresh, fraction=0.7)
     assert kept.size == kept_count(64, 0.7) and np.unique(kept).size == kept.size
+    assert fresh.cost.proxy_trainings == 1  # the sampling re-reads the scores' training
     with pytest.raises(ConfigError, match="sampling=beta draws its own subset"):
         _kept(method, ctx, fraction=0.7, balance=True)
 
