@@ -32,7 +32,7 @@ from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from methods import get_method
 from methods.base import ScoreContext
-from methods.dynamics import RECORDED_SUMMARIES, Proxy, proxy_material
+from methods.dynamics import RECORDED_SUMMARIES, RECORDER_VERSION, Proxy, proxy_material
 from methods.select import PruneSpec
 from methods.vog import true_logit_input_gradients
 
@@ -86,7 +86,8 @@ def synthetic_context(
         val_x=torch.zeros((n_val, 1, 1, 1), dtype=torch.uint8),
         val_y=val_labels,
     )
-    proxy, meta = Proxy(), {"proxy_epochs": 0.0, "proxy_trainings": 0, "seconds": 0.0}
+    proxy = Proxy()
+    meta = {"proxy": "synthetic", "proxy_epoch": EPOCHS, "proxy_seconds": 0.0, "seconds": 0.0}
 
     def outputs(m: int) -> dict[str, np.ndarray]:
         features = np.abs(rng.normal(size=(m, feature_dim))).astype(np.float32)
@@ -98,9 +99,9 @@ def synthetic_context(
     material = {**proxy_material(ctx, proxy, 0), "epoch": EPOCHS, "output": "features"}
     train_out = outputs(n)
     store = {**meta, "outputs": ["features", "logits"]}
-    ctx.cache.load_or_compute("features", material, lambda: (train_out, store))
+    ctx.store.load_or_compute("features", material, lambda: (train_out, store))
     val_out = {f"val_{k}": v for k, v in outputs(n_val).items()}
-    ctx.cache.load_or_compute(
+    ctx.store.load_or_compute(
         "features", {**material, "val": ctx.val_hash}, lambda: ({**train_out, **val_out}, store)
     )
     p_true = rng.uniform(size=(EPOCHS + 1, n)).astype(np.float32)
@@ -111,9 +112,15 @@ def synthetic_context(
         presentations=np.zeros(n),
         ever_correct=np.zeros(n, dtype=bool),
         margin_sum=np.zeros(n),
+        seconds=np.zeros(EPOCHS + 1),
     )
-    dyn_meta = {**meta, "stop_epoch": EPOCHS, "summaries": list(RECORDED_SUMMARIES)}
-    ctx.cache.load_or_compute(
+    dyn_meta = {
+        "recorder": RECORDER_VERSION,
+        "stop_epoch": EPOCHS,
+        "weights_epochs": [],
+        "summaries": list(RECORDED_SUMMARIES),
+    }
+    ctx.store.load_or_compute(
         "dynamics", proxy_material(ctx, proxy, 0), lambda: (recorded, dyn_meta)
     )
     return ctx

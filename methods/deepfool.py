@@ -13,7 +13,7 @@ from torch import nn
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from methods.base import ScoreContext
-from methods.dynamics import proxy_material, train_proxy
+from methods.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
 from methods.proxy_method import ProxyMethod
 from methods.registry import register
 
@@ -130,8 +130,8 @@ class DeepFool(ProxyMethod):
         epoch = ctx.proxy_settings(proxy.epochs).epochs if self.epoch is None else self.epoch
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            model, cost = proxy_network(ctx, proxy, run, epoch)
             start = time.perf_counter()
-            model = train_proxy(ctx, proxy, run, epoch)
             for p in model.parameters():
                 p.requires_grad_(False)
             wrapped = _OnNormalised(model).eval()
@@ -139,13 +139,7 @@ class DeepFool(ProxyMethod):
             for i in range(0, ctx.n, self.batch_size):
                 z = model.normalize(ctx.train_x[i : i + self.batch_size])
                 norms.append(deepfool_norms(wrapped, z, self.max_iter, self.overshoot).cpu())
-            if epoch > 0:
-                ctx.cost.trainings_run += 1
-            meta = {
-                "proxy_epochs": float(epoch),
-                "proxy_trainings": int(epoch > 0),
-                "seconds": time.perf_counter() - start,
-            }
+            meta = {**cost, "seconds": time.perf_counter() - start}
             return {"deepfool": torch.cat(norms).double().numpy()}, meta
 
         material = {
@@ -154,9 +148,6 @@ class DeepFool(ProxyMethod):
             "max_iter": self.max_iter,
             "overshoot": self.overshoot,
         }
-        if ctx.cache is None:
-            arrays, meta = compute()
-        else:
-            arrays, meta = ctx.cache.load_or_compute("deepfool", material, compute)
-        ctx.cost.add_artifact(meta)
+        arrays, meta = ctx.store.load_or_compute("deepfool", material, compute, derived_sufficient)
+        restate_cost(ctx, meta)
         return arrays["deepfool"]
