@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,16 @@ def finished_runs(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[
     if others.sum():
         counts = ", ".join(f"{status} {n}" for status, n in sorted(others.items()))
         notes.append(f"skipped {others.sum()} run(s) that did not finish ({counts})")
+    usable = finished["test_acc"].map(_is_finite)
+    if not usable.all():
+        unusable = finished[~usable]
+        notes.append(
+            f"skipped {len(unusable)} finished run(s) without a usable test_acc (missing or "
+            f"NaN): {', '.join(_run_name(row) for _, row in unusable.iterrows())}"
+        )
+        finished = finished[usable]
+        if finished.empty:
+            raise AnalysisError(f"no run in {source!r} finished with a usable test_acc")
     latest = finished.sort_values("finished_at", kind="stable", na_position="first")
     latest = latest.drop_duplicates("run_key", keep="last")
     dropped = len(finished) - len(latest)
@@ -189,3 +200,16 @@ def finished_runs(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[
         )
     order = ["data", "model", "method", "fraction", "seed"]
     return latest.sort_values(order).reset_index(drop=True), notes
+
+
+def _is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _run_name(row: pd.Series) -> str:
+    """A run as the table's reader finds it: its cell and its record file."""
+    where = Path(str(row["record_path"])).name if row.get("record_path") else row["run_key"]
+    return f"{row['method']} f={row['fraction']:g} seed {row['seed']} ({where})"

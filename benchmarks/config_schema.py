@@ -53,6 +53,8 @@ class DataConfig:
     val_seed: int = 0
     label_noise: float = 0.0
     label_noise_seed: int = 0
+    # train even when the training or validation split leaves a class without an example
+    allow_missing_classes: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -131,7 +133,7 @@ class ResultsConfig:
 class RunConfig:
     progress: bool = True
     skip_completed: bool = True
-    rerun_failed: bool = False
+    rerun_diverged: bool = False
     checkpoint_steps: int = 500
 
 

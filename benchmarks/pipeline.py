@@ -21,7 +21,7 @@ from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from benchmarks.config_schema import validate
 from benchmarks.data import DataSet, load_dataset, stratified_split
-from benchmarks.errors import ConfigError, PrunebenchError, RunDiverged
+from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
 from benchmarks.results import (
@@ -151,6 +151,8 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         train_index = np.setdiff1d(np.arange(n), val_index)
     else:
         train_index, val_index = np.arange(n), np.empty(0, dtype=np.int64)
+    if not cfg.data.get("allow_missing_classes", False):
+        check_every_class(ds, {"training": train_index, "validation": val_index}, cfg.data)
     y = ds.train_y[torch.from_numpy(train_index)]
     noise = float(cfg.data.get("label_noise") or 0.0)
     y, flipped = flip_labels(y, noise, ds.num_classes, int(cfg.data.get("label_noise_seed", 0)))
@@ -185,6 +187,26 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
     )
 
 
+def check_every_class(ds: DataSet, splits: Mapping[str, np.ndarray], cfg: DictConfig) -> None:
+    """A split without some class trains or selects on fewer classes than it tests on."""
+    for split, index in splits.items():
+        if split == "validation" and not index.size:
+            continue
+        labels = ds.train_y[torch.from_numpy(index)].numpy()
+        counts = np.bincount(labels, minlength=ds.num_classes)
+        if counts.min() == 0:
+            missing = int((counts == 0).sum())
+            settings = ", ".join(
+                f"data.{k}={cfg.get(k)}" for k in ("max_train", "val_size") if cfg.get(k)
+            )
+            raise DataError(
+                f"the {split} split ({settings or 'all of ' + ds.name}) has no example of "
+                f"{missing} of {ds.num_classes} classes (per-class counts: "
+                f"{', '.join(map(str, counts.tolist()))}); use more data or set "
+                "data.allow_missing_classes=true"
+            )
+
+
 def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     """Execute one cell and write its record; return the record.
 
@@ -196,6 +218,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     spec = prune_spec(cfg.prune)
     settings = TrainSettings.from_config(cfg.train)
     method, method_label = method_from_config(cfg.method)
+    method.check_schedule(OmegaConf.to_container(cfg.train, resolve=True))
     logger = make_logger(cfg.get("logger"))
     check_model(str(cfg.model.name), model_options(cfg.model))
     device = resolve_device(str(cfg.get("device", "auto")))
@@ -300,14 +323,13 @@ def _save(
 
 
 def _completed(results_dir: Path, key: str, run_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The newest record that makes this cell done: finished, or failed unless reruns are asked."""
+    """The newest record that is this cell's result: finished, or diverged unless reruns of
+    those are asked. A failed record is a crash, not a result: it never makes a cell done."""
     if not run_cfg.get("skip_completed", True):
         return None
-    records = find_records(results_dir, key)
-    if not run_cfg.get("rerun_failed", False):
-        return records[-1] if records else None
-    finished = [r for r in records if r["status"] == "finished"]
-    return finished[-1] if finished else None
+    results = ("finished",) if run_cfg.get("rerun_diverged", False) else ("finished", "diverged")
+    found = [r for r in find_records(results_dir, key) if r.get("status") in results]
+    return found[-1] if found else None
 
 
 def _execute(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -28,10 +29,13 @@ from benchmarks.atomic import atomic_write
 
 RECORD_SCHEMA = 1
 CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
-DATA_LOCATION_KEYS = ("root", "cache_dir", "download", "mirror")
+# where the data lives, and a switch that only permits a run: neither changes a result
+DATA_LOCATION_KEYS = ("root", "cache_dir", "download", "mirror", "allow_missing_classes")
 # How fast the same training runs, not what it computes: a compiled rerun is the same cell.
 SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger(__name__)
 
 
 def canonical_json(obj: Any) -> str:
@@ -83,11 +87,8 @@ def save_record(results_dir: Path, record: dict[str, Any]) -> Path:
 def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
     """Every complete record below `results_dir` (temp files of writes in flight are skipped)."""
     for path in sorted(Path(results_dir).rglob("*.json")):
-        if path.name.startswith("."):
-            continue
-        with open(path) as f:
-            record = json.load(f)
-        if isinstance(record, dict) and record.get("schema") == RECORD_SCHEMA:
+        record = read_record(path)
+        if record is not None and record.get("schema") == RECORD_SCHEMA:
             yield record
 
 
@@ -95,13 +96,29 @@ def find_records(results_dir: Path, key: str, status: str | None = None) -> list
     """Records of one cell, oldest first, optionally only those with `status`."""
     found = []
     for path in sorted(Path(results_dir).rglob(f"*_{key}_*.json")):
-        if path.name.startswith("."):
-            continue
-        with open(path) as f:
-            record = json.load(f)
-        if status is None or record.get("status") == status:
+        record = read_record(path)
+        if record is not None and (status is None or record.get("status") == status):
             found.append(record)
     return found
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record in `path`; None, with a warning naming the file, if it cannot be one.
+
+    A damaged file (a disk that filled, a hand edit) must not stop its cell from rerunning;
+    temp files of writes in flight (".name") are not records.
+    """
+    if path.name.startswith("."):
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("skipping %s: not a readable record (%s)", path, err)
+        return None
+    if not isinstance(record, dict):
+        log.warning("skipping %s: not a record (a JSON %s)", path, type(record).__name__)
+        return None
+    return record
 
 
 def environment(device: torch.device) -> dict[str, Any]:

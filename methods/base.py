@@ -13,6 +13,7 @@ import hashlib
 import tempfile
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -187,6 +188,9 @@ class PruningMethod(ABC):
         order of `kept`; the trainer then weights each example's loss by it.
         """
         return None
+
+    def check_schedule(self, train_cfg: Mapping[str, Any]) -> None:  # noqa: B027 (a hook)
+        """Fail before any data is loaded if an option does not fit the training schedule."""
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}

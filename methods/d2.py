@@ -141,6 +141,8 @@ class D2Pruning(FeatureMethod):
     gamma_reverse: float = 1.0
     knn: str = "exact"
 
+    epoch_options = ("epoch", "difficulty_epoch")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.difficulty not in DIFFICULTIES:

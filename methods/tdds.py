@@ -50,6 +50,8 @@ class TDDS(ProxyMethod):
     )
     direction = "high = contribution varies over training = kept first"
 
+    epoch_options = ("horizon",)
+
     runs: int = 1
     horizon: int = 30
     window: int = 10

@@ -281,6 +281,25 @@ def test_unfinished_runs_are_skipped_and_counted(results_dir, results_copy, caps
     pd.testing.assert_frame_equal(pd.read_csv(StringIO(out)), unchanged)
 
 
+def test_finished_runs_without_usable_metrics_are_named_in_the_notes(results_copy, capsys):
+    """A NaN or missing test_acc would otherwise only shrink its cell's n."""
+    path = next(results_copy.glob("digits_mlp_random_f0.5_s1_*.json"))
+    record = json.loads(path.read_text())
+    record.pop("record_path")  # so that each copy is named by its own file
+    baseline = leaderboard_csv(capsys, results_copy)
+    nan = {**record, "metrics": {**record["metrics"], "test_acc": float("nan")}}
+    missing = {key: value for key, value in record.items() if key != "metrics"}
+    (results_copy / "nan.json").write_text(json.dumps({**nan, "run_key": "1" * 16}))
+    (results_copy / "missing.json").write_text(json.dumps({**missing, "run_key": "2" * 16}))
+    code, out, err = run_main(capsys, "leaderboard", results_copy, "--format", "csv")
+    assert code == 0
+    assert (
+        "skipped 2 finished run(s) without a usable test_acc (missing or NaN): "
+        "random f=0.5 seed 1 (missing.json), random f=0.5 seed 1 (nan.json)"
+    ) in err
+    pd.testing.assert_frame_equal(pd.read_csv(StringIO(out)), baseline)
+
+
 def test_protocols_never_mix(results_copy, capsys):
     for path in results_copy.glob("*.json"):
         if json.loads(path.read_text())["config"]["train"]["epochs"] == 2:
