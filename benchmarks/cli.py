@@ -14,9 +14,14 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmarks.config_schema import describe
@@ -72,6 +77,38 @@ def cell_outcome() -> Iterator[None]:
         traceback.print_exc()
         error("the run crashed (traceback above); a rerun runs this cell again")
         report(ExitCode.CRASHED)
+
+
+class SweepOutcomes(Callback):
+    """Carries each job's exit code to the process that launched the multirun.
+
+    Under a submitit launcher (local or SLURM) a job runs in another process, often on
+    another node: it leaves its code in its own output folder, and the launching process
+    reads them all when the sweep ends (stale ones of an earlier sweep are removed first).
+    Registered in conf/config.yaml under hydra.callbacks.
+    """
+
+    FILE = ".prunebench_exit_code"
+
+    def __init__(self) -> None:
+        self._first = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for path in Path(str(config.hydra.sweep.dir)).rglob(self.FILE):
+            path.unlink(missing_ok=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._first = len(_outcomes)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        code = max(_outcomes[self._first :], default=ExitCode.FINISHED)
+        (Path(str(config.hydra.runtime.output_dir)) / self.FILE).write_text(f"{int(code)}\n")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for path in Path(str(config.hydra.sweep.dir)).rglob(self.FILE):
+            report(ExitCode(int(path.read_text())))
 
 
 def run_entry_point(hydra_main: Callable[[], Any]) -> NoReturn:

@@ -122,3 +122,14 @@ def test_missing_classes_run_when_the_user_opts_in(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (rec,) = records(tmp_path)
     assert rec["status"] == "finished" and rec["data"]["n_train"] == 5
+
+
+def test_a_submitit_sweep_exits_with_the_worst_code_of_its_job_processes(tmp_path):
+    """Under submitit every cell runs in a process of its own, as on SLURM."""
+    sweep = ["-m", "hydra/launcher=submitit_local", "train.lr=1e30,0.05"]
+    first = run_cli(tmp_path, *sweep)
+    assert first.returncode == 1, first.stderr
+    assert sorted(r["status"] for r in records(tmp_path)) == ["diverged", "finished"]
+    # a later sweep into the same sweep folder, without the diverged cell
+    rerun = run_cli(tmp_path, "-m", "hydra/launcher=submitit_local", "train.lr=0.05,0.04")
+    assert rerun.returncode == 0, rerun.stderr
