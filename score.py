@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> None:
         method, label = method_from_config(cfg.method)
         start = time.perf_counter()
         prep = prepare(cfg, resolve_device(str(cfg.device)))
+        method.check(prep.ctx)
         runs = method.score_runs(prep.ctx)
         meta = {
             "method": label,
@@ -38,7 +39,7 @@ def main(cfg: DictConfig) -> None:
             "seconds": time.perf_counter() - start,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
-        out = export_scores(Path(str(cfg.out)), prep.train_index, prep.ctx.labels, runs, meta)
+        out = export_scores(Path(str(cfg.out)), prep.origin, prep.ctx.labels, runs, meta)
         print(
             f"{method.name} scores of {runs.shape[1]} examples ({runs.shape[0]} runs, "
             f"{prep.ctx.cost.trainings_run} proxy trainings run now) -> {out}",

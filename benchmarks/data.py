@@ -93,6 +93,13 @@ class DataSet:
     # positions in the training tensors of the data set's own validation split (CINIC-10's
     # valid), used when data.val_size does not carve one; None where it has none
     val_index: torch.Tensor | None = None
+    # Under data.max_train/max_test: each training example's index in the full training
+    # split, that split's size and the full data set's fingerprint. Exports, kept subsets
+    # and precomputed scores are keyed by these, so they name the same examples whatever
+    # the subset.
+    full_train_index: np.ndarray | None = None
+    full_n_train: int | None = None
+    full_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         for split, x, y in (
@@ -128,6 +135,23 @@ class DataSet:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def origin(self) -> np.ndarray:
+        """Each training example's index in the full data set's training split."""
+        if self.full_train_index is None:
+            return np.arange(self.train_y.shape[0])
+        return self.full_train_index
+
+    @property
+    def source_n_train(self) -> int:
+        """The size of the full training split this one was drawn from."""
+        return self.full_n_train or int(self.train_y.shape[0])
+
+    @property
+    def source_fingerprint(self) -> str:
+        """The fingerprint of the full data set this one was drawn from (itself if not drawn)."""
+        return self.full_fingerprint or self.fingerprint
 
     @property
     def in_channels(self) -> int:
@@ -282,6 +306,9 @@ def _take(ds: DataSet, train: torch.Tensor | None, test: torch.Tensor | None) ->
         test_y=vy,
         fingerprint=fingerprint(tx, ty, vx, vy),
         val_index=val_index,
+        full_train_index=ds.origin if train is None else ds.origin[train.numpy()],
+        full_n_train=ds.source_n_train,
+        full_fingerprint=ds.source_fingerprint,
     )
 
 

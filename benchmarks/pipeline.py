@@ -29,11 +29,13 @@ from benchmarks.results import (
     environment,
     find_records,
     indices_hash,
+    record_path,
     run_key,
     utc_now,
 )
 from benchmarks.seeding import derive_seed
 from benchmarks.storage import check_writable, fallback_folders, save_record_or_fallback
+from benchmarks.subsets import subset_path, write_subset
 from benchmarks.train import (
     Checkpointing,
     LossWeights,
@@ -78,11 +80,18 @@ class Prepared:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    @property
+    def origin(self) -> np.ndarray:
+        """Each training example's index in the full data set's original training order."""
+        return self.ctx.original_index
+
     def data_summary(self) -> dict[str, Any]:
         ds = self.ds
         return {
             "name": ds.name,
             "fingerprint": ds.fingerprint,
+            "source_fingerprint": ds.source_fingerprint,
+            "source_n_train": ds.source_n_train,
             "n_train": int(self.train_index.size),
             "n_val": int(self.val_index.size),
             "n_test": int(self.test_y.shape[0]),
@@ -171,6 +180,9 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         train_cfg=OmegaConf.to_container(cfg.train, resolve=True),
         cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
         keep_weights_at=(int(cfg.score.epoch),) if cfg.get("score") else (),
+        origin=ds.origin[train_index],
+        source_n_train=ds.source_n_train,
+        source_fingerprint=ds.source_fingerprint,
     )
     val_t = torch.from_numpy(val_index)
     ctx.val_x, ctx.val_y = ds.train_x[val_t].to(device), ds.train_y[val_t].to(device)
@@ -295,15 +307,14 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def weights_summary(weights: LossWeights | None) -> dict[str, Any]:
-    """What the record says about the subset's loss weights (aligned with the sorted kept set)."""
+    """What the record says about the subset's loss weights; the weights themselves are in
+    the kept-subset sidecar (`weights`, aligned with its sorted `indices`)."""
     if weights is None:
         return {"weighted": False}
-    values = weights.values.double().cpu().numpy()
     return {
         "weighted": True,
         "weights_batch_normalised": weights.batch_normalise,
-        "weights": values.tolist(),
-        "weights_sum": float(values.sum()),
+        "weights_sum": float(weights.values.double().sum()),
     }
 
 
@@ -349,6 +360,7 @@ def _execute(
         prep = prepare(cfg, device)
     ctx = prep.ctx
     ctx.prune = spec  # greedy orders stop where this selection reads no further
+    method.check(ctx)
     record["data"] = prep.data_summary()
     static = method.prunes and not method.dynamic
     with timer.stage("score"):
@@ -359,19 +371,26 @@ def _execute(
         else:
             kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"))
         weights = method.subset_weights(ctx, kept) if static else None
+    subset_file = subset_path(record_path(Path(str(cfg.results.dir)).expanduser(), record))
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {
         "total": ctx.n,
         "kept": int(kept.size),
         "expected_kept": kept_count(ctx.n, spec.fraction) if static else ctx.n,
         "fraction_removed": 1.0 - kept.size / ctx.n,
-        "kept_indices_sha256": indices_hash(prep.train_index[kept]),
+        "kept_indices_sha256": indices_hash(prep.origin[kept]),
         "kept_per_class": np.bincount(ctx.labels[kept], minlength=ctx.num_classes).tolist(),
         "kept_flipped": int(np.isin(prep.flipped, kept).sum()),
         "score_cost": ctx.cost.as_record(),
         "method_options": method.options(),
         **weights_summary(weights),
     }
+    if sampler is None:
+        record["selection"]["subset"] = write_subset(
+            subset_file,
+            prep.origin[kept],
+            None if weights is None else weights.values.double().cpu().numpy(),
+        )
     model = prepare_model(ctx.build_model(None, derive_seed(seed, "init")), device, settings)
     keep_t = torch.from_numpy(kept).to(device)
 
@@ -415,6 +434,9 @@ def _execute(
             "seen_fraction": sampler.seen_fraction(),
         }
         record["selection"]["fraction_removed"] = 1.0 - sampler.seen_fraction()
+        record["selection"]["subset"] = write_subset(
+            subset_file, prep.origin, counts=sampler.counts.cpu().numpy()
+        )
     record["metrics"] = {
         **logs[-1].eval,
         "train_loss": logs[-1].train_loss,

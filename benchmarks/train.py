@@ -515,6 +515,7 @@ class _DynamicPlan:
                     "order": None if last else order,
                     "position": 0 if last else position + 1,
                 }
+                self.sampler.count(batches[position])
                 yield step, batches[position], done, ends
                 step += 1
             pass_no, order, first = pass_no + 1, None, 0
@@ -541,6 +542,13 @@ class PassSampler(ABC):
         self.n = n
         self.presented = 0
         self.passes = 0
+        self.counts = torch.zeros(n, dtype=torch.long)
+
+    def count(self, idx: torch.Tensor) -> None:
+        """Record that the examples `idx` were presented once more (per-example counts)."""
+        if self.counts.device != idx.device:
+            self.counts = self.counts.to(idx.device)
+        self.counts.index_add_(0, idx, torch.ones_like(idx))
 
     @abstractmethod
     def choose(self, pass_no: int, passes: int, gen: torch.Generator) -> torch.Tensor:

@@ -24,6 +24,7 @@ from methods import (  # noqa: F401  (registration side effect)
     loss,
     margin,
     moderate,
+    precomputed,
     prototypes,
     random,
     rs2,

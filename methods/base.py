@@ -95,6 +95,12 @@ class ScoreContext:
     keep_weights_at: tuple[int, ...] = ()
     # the run's selection rule: greedy orders stop where it reads no further (None: whole)
     prune: PruneSpec | None = None
+    # Where the examples come from (under data.max_train/val_size they are a subset): each
+    # one's index in the full data set's original training order, that set's size and
+    # fingerprint. None: the examples are the whole training set, in order.
+    origin: np.ndarray | None = None
+    source_n_train: int | None = None
+    source_fingerprint: str | None = None
     _scratch: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property
@@ -110,6 +116,11 @@ class ScoreContext:
         if self._scratch is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="prunebench-scores-")
         return ScoreCache(self._scratch.name)
+
+    @property
+    def original_index(self) -> np.ndarray:
+        """Each example's index in the full data set's original training order."""
+        return np.arange(self.n) if self.origin is None else self.origin
 
     @property
     def labels(self) -> np.ndarray:
@@ -167,6 +178,11 @@ class PruningMethod(ABC):
     @abstractmethod
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         """Scores of each independent run, shape [runs, ctx.n]."""
+
+    def check(self, ctx: ScoreContext) -> None:
+        """Raise ConfigError for bad input that only the data reveals, before any work is
+        recorded (a method whose options alone can be checked does so on construction)."""
+        return None
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         """The method's score, shape [ctx.n]: the mean over its independent runs."""
