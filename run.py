@@ -20,6 +20,7 @@ from benchmarks.cli import ExitCode, cell_outcome, error, record_outcome, run_en
 from benchmarks.config_schema import validate
 from benchmarks.errors import PrunebenchError
 from benchmarks.objective import check_objective, objective
+from benchmarks.plugins import load_command_line_plugins
 from benchmarks.summary import summary_lines
 
 
@@ -50,4 +51,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    load_command_line_plugins(sys.argv[1:])
     run_entry_point(main)

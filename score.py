@@ -8,6 +8,7 @@ Exit code: 0 done, 2 bad input, 3 a crash (a multirun: the worst of its jobs).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -18,12 +19,14 @@ from benchmarks.cli import ExitCode, cell_outcome, report, run_entry_point
 from benchmarks.config_schema import validate
 from benchmarks.export import export_scores
 from benchmarks.pipeline import method_from_config, prepare, resolve_device
+from benchmarks.plugins import load_command_line_plugins, load_plugins
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="score")
 def main(cfg: DictConfig) -> None:
     with cell_outcome():
         validate(cfg)
+        load_plugins(list(cfg.plugins))
         method, label = method_from_config(cfg.method)
         start = time.perf_counter()
         prep = prepare(cfg, resolve_device(str(cfg.device)))
@@ -49,4 +52,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    load_command_line_plugins(sys.argv[1:])
     run_entry_point(main)

@@ -24,6 +24,7 @@ from benchmarks.data import DataSet, load_dataset, stratified_split
 from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
+from benchmarks.plugins import load_plugins
 from benchmarks.results import (
     RECORD_SCHEMA,
     environment,
@@ -227,6 +228,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     validate(cfg)
     started_at = utc_now()
     timer = Timer()
+    load_plugins(list(cfg.get("plugins") or []))
     spec = prune_spec(cfg.prune)
     settings = TrainSettings.from_config(cfg.train)
     method, method_label = method_from_config(cfg.method)

@@ -1,10 +1,14 @@
-"""`python -m methods`: every registered method with its definition, paper and direction."""
+"""`python -m methods [PLUGIN ...]`: every method with its definition, paper, direction and
+where it comes from (prunebench or a plugin: an installed package or a module named here)."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
-from methods import method_classes
+from benchmarks.errors import PrunebenchError
+from benchmarks.plugins import load_plugins
+from methods.registry import METHODS, method_classes
 
 
 def describe() -> str:
@@ -22,9 +26,15 @@ def describe() -> str:
             lines += textwrap.wrap(
                 text, 96, initial_indent=f"  {label:<10}", subsequent_indent=" " * 12
             )
+        lines.append(f"  {'from':<10}{METHODS.origin(cls.name)}")  # a path stays on one line
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
 
 
 if __name__ == "__main__":
+    try:
+        load_plugins(sys.argv[1:])
+    except PrunebenchError as err:
+        print(f"prunebench: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(describe())

@@ -1,0 +1,1 @@
+"""An example prunebench plugin; each module registers one thing when imported."""
