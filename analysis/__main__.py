@@ -6,6 +6,8 @@ python -m analysis leaderboard wandb:ENTITY/PROJECT --group SWEEP --tag paper
 python -m analysis leaderboard wandb-offline:wandb     # runs logged offline, no server
 python -m analysis plot results --out figures/accuracy
 python -m analysis scores el2n.csv grand.csv forgetting.csv --out scores.md
+python -m analysis subsets results --out kept/     # each cell's kept indices, .npy and .csv
+python -m analysis overlap results                 # Jaccard of kept sets between methods
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from analysis.leaderboard import METRICS, build_tables
 from analysis.plot import plot
 from analysis.render import render
 from analysis.scores import load_scores, report
+from analysis.subsets import cell_subsets, export_subsets, overlap_tables
 
 EXIT_BAD_INPUT = 2
 
@@ -59,6 +62,19 @@ def parser() -> argparse.ArgumentParser:
     scores.add_argument("--format", choices=("md", "csv"), default="md")
     scores.add_argument("--out", type=Path, help="file to write (default: stdout)")
     scores.add_argument("--digits", type=int, choices=range(7), default=3, metavar="0-6")
+
+    subsets = commands.add_parser(
+        "subsets", help="each cell's kept training indices (original order), .npy and .csv"
+    )
+    subsets.add_argument("source", type=Path, help="results directory (searched recursively)")
+    subsets.add_argument("--out", type=Path, required=True, help="folder to write them to")
+
+    overlap = commands.add_parser(
+        "overlap", help="Jaccard overlap of kept sets between methods, and across seeds"
+    )
+    overlap.add_argument("source", type=Path, help="results directory (searched recursively)")
+    overlap.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    overlap.add_argument("--digits", type=int, choices=range(7), default=3, metavar="0-6")
     return p
 
 
@@ -96,6 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> None:
     if args.command == "scores":
         _write(report(load_scores(args.files), args.format, args.digits), args.out)
+        return
+    if args.command in ("subsets", "overlap"):
+        cells, notes = cell_subsets(args.source)
+        for note in notes:
+            print(f"analysis: note: {note}", file=sys.stderr)
+        if args.command == "overlap":
+            _write(overlap_tables(cells, args.digits), args.out)
+            return
+        export_subsets(cells, args.out)
+        print(f"analysis: wrote {len(cells)} cells (.npy and .csv) to {args.out}", file=sys.stderr)
         return
     found = collect(args.source, args.group, args.tag)
     for note in found.notes:

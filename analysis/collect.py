@@ -90,7 +90,7 @@ def local_records(root: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError) as err:
             raise AnalysisError(f"cannot read record {str(path)!r}: {err}") from None
         if isinstance(record, dict) and record.get("schema") == SCHEMA and "cell" in record:
-            record.setdefault("record_path", str(path))
+            record["record_path"] = str(path)  # where it is now, not where it was written
             records.append(record)
     if not records:
         raise AnalysisError(

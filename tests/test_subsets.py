@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from test_run import run_cli
 
+from analysis.__main__ import main as analysis_main
 from benchmarks.data import load_dataset
 from benchmarks.seeding import derive_seed
 from benchmarks.subsets import file_sha256, read_subset, record_subset
@@ -97,3 +98,45 @@ def test_dynamic_run_records_presentation_counts(tmp_path):
     assert kept_count(350, 0.5) == 175
     assert np.bincount(sub.counts).tolist() == [0, 175, 175]
     assert rec["selection"]["subset"]["sha256"] == file_sha256(record_subset(record_file, rec))
+
+
+def test_analysis_exports_subsets_and_their_overlap(work, tmp_path, capsys):
+    cache = f"cache.dir={work}/cache"
+    proc = run_cli(tmp_path, "-m", "method=random,el2n", "seed=0,1", *SUBSET, *FAST, cache)
+    assert proc.returncode == 0, proc.stderr
+    kept = {}
+    for record_file, rec in run_records(tmp_path):
+        indices = read_subset(record_subset(record_file, rec)).indices
+        kept[(rec["cell"]["method"], rec["cell"]["seed"])] = set(indices.tolist())
+    assert (
+        analysis_main(["subsets", str(tmp_path / "results"), "--out", str(tmp_path / "kept")]) == 0
+    )
+    listing = pd.read_csv(tmp_path / "kept" / "subsets.csv")
+    assert len(listing) == 4
+    for _, row in listing.iterrows():
+        expected = sorted(kept[(row["method"], row["seed"])])
+        assert np.load(tmp_path / "kept" / f"{row['file']}.npy").tolist() == expected
+        assert pd.read_csv(tmp_path / "kept" / f"{row['file']}.csv")["index"].tolist() == expected
+
+    def jac(a, b):
+        return len(a & b) / len(a | b)
+
+    capsys.readouterr()
+    assert analysis_main(["overlap", str(tmp_path / "results"), "--digits", "6"]) == 0
+    table = capsys.readouterr().out
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:4]
+        for line in table.splitlines()
+        if "| el2n |" in line or "| random |" in line
+    }
+    between = np.mean([jac(kept[("el2n", s)], kept[("random", s)]) for s in (0, 1)])
+    assert float(rows["el2n"][1]) == pytest.approx(between, abs=1e-6)
+    assert float(rows["el2n"][0]) == 1.0  # el2n's scores do not depend on the run seed
+    assert float(rows["random"][1]) == pytest.approx(
+        jac(kept[("random", 0)], kept[("random", 1)]), abs=1e-6
+    )
+    # a sidecar that no longer matches its record is refused
+    victim = next((tmp_path / "results").glob("*random*_s0_*.kept.npz"))
+    np.savez_compressed(victim, indices=np.arange(3))
+    assert analysis_main(["overlap", str(tmp_path / "results")]) == 2
+    assert "does not match the sha256 in its record" in capsys.readouterr().err
