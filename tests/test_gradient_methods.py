@@ -13,6 +13,7 @@ from synthetic import synthetic_ctx
 from test_run import records, run_cli
 
 from benchmarks.errors import ConfigError
+from benchmarks.subsets import read_subset, record_subset
 from methods import craig, glister, gradmatch, submodular
 from methods.craig import craig_similarity, medoid_weights
 from methods.dynamics import Proxy
@@ -297,7 +298,10 @@ def test_a_weighted_method_trains_a_weighted_subset_and_says_so_in_the_record(tm
     (rec,) = records(tmp_path)
     selection = rec["selection"]
     assert selection["weighted"] and selection["weights_batch_normalised"]
-    assert len(selection["weights"]) == selection["kept"]
+    # the weights themselves are in the kept-subset sidecar, one per kept index
+    subset = read_subset(record_subset(Path(rec["record_path"]), rec))
+    assert len(subset.weights) == len(subset.indices) == selection["kept"]
+    assert subset.weights.sum() == pytest.approx(selection["weights_sum"])
     assert selection["weights_sum"] == pytest.approx(selection["total"])
     json.dumps(rec)
 
