@@ -12,7 +12,9 @@ from methods.features import FeatureMethod, group_order_scores
 from methods.registry import register
 
 
-def contextual_diversity_order(log_probs: np.ndarray, start: int) -> np.ndarray:
+def contextual_diversity_order(
+    log_probs: np.ndarray, start: int, steps: int | None = None
+) -> np.ndarray:
     """The k-center greedy sequence under the symmetric KL between softmax rows [n, K].
 
     d(p, q) = 0.5 KL(p || q) + 0.5 KL(q || p) = 0.5 sum_k (p_k - q_k)(log p_k - log q_k).
@@ -23,9 +25,9 @@ def contextual_diversity_order(log_probs: np.ndarray, start: int) -> np.ndarray:
     probs = np.exp(log_probs)
     n = probs.shape[0]
     nearest = np.full(n, np.inf)
-    order = np.empty(n, dtype=np.int64)
+    order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
     pick = start
-    for t in range(n):
+    for t in range(order.size):
         order[t] = pick
         distance = 0.5 * ((probs - probs[pick]) * (log_probs - log_probs[pick])).sum(axis=1)
         np.minimum(nearest, distance, out=nearest)
@@ -65,11 +67,9 @@ class ContextualDiversity(FeatureMethod):
         logits = torch.from_numpy(self.outputs(ctx, run)["logits"]).to(ctx.device, torch.float64)
         log_probs = logits.log_softmax(dim=1)
 
-        def order(rows: torch.Tensor, group: int) -> np.ndarray:
+        def order(rows: torch.Tensor, group: int, picks: int) -> np.ndarray:
             rng = np.random.default_rng(self.run_seed(run, "cd-start", group))
             start = int(rng.integers(rows.shape[0]))
-            return contextual_diversity_order(rows.cpu().numpy(), start)
+            return contextual_diversity_order(rows.cpu().numpy(), start, picks)
 
-        return group_order_scores(
-            ctx, log_probs, self.per_class, lambda rows, group, _: order(rows, group)
-        )
+        return group_order_scores(ctx, log_probs, self.per_class, order)

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.train import LossWeights
 from methods.base import ScoreContext
-from methods.features import order_scores
+from methods.features import order_scores, picks_needed
 from methods.greedy import facility_location_order
 from methods.last_layer import GradientMethod, gram_distances
 from methods.registry import register
@@ -63,8 +63,10 @@ class CRAIG(GradientMethod):
         scores = np.empty(ctx.n, dtype=np.float64)
         picks = []
         for group in self.class_gradients(ctx, run):
-            order, gains = facility_location_order(craig_similarity(group.gram()))
-            scores[group.members] = order_scores(order)
+            size = group.members.size
+            steps = picks_needed(ctx, size, per_class=True) if self.per_class else size
+            order, gains = facility_location_order(craig_similarity(group.gram()), steps)
+            scores[group.members] = order_scores(order, size)
             picks.append((group.members[order], gains))
         if self.per_class:
             return scores

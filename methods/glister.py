@@ -8,7 +8,7 @@ import numpy as np
 
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
-from methods.features import order_scores
+from methods.features import order_scores, picks_needed
 from methods.last_layer import GradientMethod, split_by_class
 from methods.registry import register
 
@@ -35,6 +35,7 @@ def glister_order(
     val_features: np.ndarray,
     val_labels: np.ndarray,
     eta: float,
+    steps: int | None = None,
 ) -> np.ndarray:
     """The whole greedy sequence: pick argmax_e <g_e, grad L_val(theta_S)>, then update theta_S.
 
@@ -47,8 +48,8 @@ def glister_order(
     onehot = np.eye(val_logits.shape[1])[val_labels]
     picked = np.zeros(n, dtype=bool)
     total = np.zeros(gradients.shape[1])
-    order = np.empty(n, dtype=np.int64)
-    for t in range(n):
+    order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
+    for t in range(order.size):
         step = eta * total / max(t, 1)
         gains = gradients @ validation_gradient(val_logits, val_features, onehot, step)
         gains[picked] = -np.inf
@@ -105,6 +106,7 @@ class Glister(GradientMethod):
             if not mine.any():
                 raise ConfigError(f"class {label} has no validation example: raise data.val_size")
             gradients = group.gradients().cpu().numpy()
-            order = glister_order(gradients, val_z[mine], val_h[mine], val_y[mine], eta)
-            scores[group.members] = order_scores(order)
+            picks = picks_needed(ctx, group.members.size, per_class=True)
+            order = glister_order(gradients, val_z[mine], val_h[mine], val_y[mine], eta, picks)
+            scores[group.members] = order_scores(order, group.members.size)
         return scores

@@ -11,7 +11,7 @@ from scipy.optimize import nnls
 from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights
 from methods.base import ScoreContext
-from methods.features import order_scores
+from methods.features import order_scores, picks_needed
 from methods.last_layer import (
     ClassGradients,
     GradientMethod,
@@ -24,7 +24,9 @@ from methods.registry import register
 TARGETS = ("train", "val")
 
 
-def omp_order(gradients: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+def omp_order(
+    gradients: np.ndarray, target: np.ndarray, lam: float, steps: int | None = None
+) -> np.ndarray:
     """The whole sequence of DeepCore's orthogonal matching pursuit, A = gradients [n, d].
 
     Step t picks argmax_{j not picked} <a_j, r> (signed, as DeepCore), then refits
@@ -35,10 +37,10 @@ def omp_order(gradients: np.ndarray, target: np.ndarray, lam: float) -> np.ndarr
     """
     n, d = gradients.shape
     picked = np.zeros(n, dtype=bool)
-    order = np.empty(n, dtype=np.int64)
+    order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
     inverse = np.eye(d) / lam
     residual = target.astype(np.float64).copy()
-    for t in range(n):
+    for t in range(order.size):
         projections = gradients @ residual
         projections[picked] = -np.inf
         pick = int(np.argmax(projections))
@@ -129,7 +131,9 @@ class GradMatch(GradientMethod):
         scores = np.empty(ctx.n, dtype=np.float64)
         for group, target in self._classes(ctx, run):
             gradients = group.gradients().cpu().numpy()
-            scores[group.members] = order_scores(omp_order(gradients, target, self.lam))
+            picks = picks_needed(ctx, group.members.size, per_class=True)
+            order = omp_order(gradients, target, self.lam, picks)
+            scores[group.members] = order_scores(order, group.members.size)
         return scores
 
     def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights:

@@ -1,7 +1,9 @@
 """Greedy maximisation of set functions over one class: whole sequences, not one budget.
 
-A score must rank every example, so each greedy here runs until every example is
-picked; top-k of the resulting order is the greedy selection for every k at once.
+A score must rank every example a selection reads, so each greedy here runs until
+every example is picked, or for `steps` picks where the run's selection reads no
+further (`methods.features.picks_needed`); top-k of the order is the greedy selection
+for every k it covers.
 Ties go to the lowest index, as a plain argmax loop. Inputs are one class's n x n
 similarity (float64: 8 n^2 bytes), never the whole training set's.
 """
@@ -20,17 +22,19 @@ def lazy_greedy(
     initial: np.ndarray,
     gains_of: Callable[[np.ndarray], np.ndarray],
     commit: Callable[[int], None],
+    steps: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The greedy sequence of a submodular function and each pick's marginal gain.
 
     Minoux's lazy evaluation: stale gains are upper bounds (submodularity), so an
     element whose freshly computed gain tops every bound is the greedy pick. Stale
     candidates are refreshed in growing batches of the highest bounds; the picks are
-    exactly those of the plain greedy loop (ties to the lowest index).
+    exactly those of the plain greedy loop (ties to the lowest index). `steps` stops after
+    that many picks (where the selection reads no further).
     """
-    n = initial.size
+    n = initial.size if steps is None else min(steps, initial.size)
     bound = np.asarray(initial, dtype=np.float64).copy()
-    fresh = np.ones(n, dtype=bool)
+    fresh = np.ones(bound.size, dtype=bool)
     order = np.empty(n, dtype=np.int64)
     gains = np.empty(n, dtype=np.float64)
     for t in range(n):
@@ -52,7 +56,9 @@ def lazy_greedy(
     return order, gains
 
 
-def facility_location_order(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def facility_location_order(
+    similarity: np.ndarray, steps: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy sequence of F(S) = sum_i max_{s in S} sim(i, s) (sim >= 0), with its gains.
 
     The gain of e is sum_i max(0, sim(i, e) - cover_i), cover_i = max_{s in S} sim(i, s).
@@ -72,10 +78,10 @@ def facility_location_order(similarity: np.ndarray) -> tuple[np.ndarray, np.ndar
     def commit(pick: int) -> None:
         np.maximum(cover, similarity[:, pick], out=cover)
 
-    return lazy_greedy(gains_of(np.arange(n)), gains_of, commit)
+    return lazy_greedy(gains_of(np.arange(n)), gains_of, commit, steps)
 
 
-def graph_cut_order(similarity: np.ndarray, lam: float) -> np.ndarray:
+def graph_cut_order(similarity: np.ndarray, lam: float, steps: int | None = None) -> np.ndarray:
     """Greedy sequence of F(S) = lam sum_{i in V, s in S} sim(i, s) - sum_{s, s' in S} sim(s, s').
 
     The exact gain lam colsum_e - 2 sum_{s in S} sim(s, e) - sim(e, e) is updated in O(n)
@@ -83,8 +89,8 @@ def graph_cut_order(similarity: np.ndarray, lam: float) -> np.ndarray:
     """
     n = similarity.shape[0]
     gain = lam * similarity.sum(axis=0) - similarity.diagonal()
-    order = np.empty(n, dtype=np.int64)
-    for t in range(n):
+    order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
+    for t in range(order.size):
         pick = int(np.argmax(gain))
         order[t] = pick
         gain -= 2.0 * similarity[pick]
@@ -92,7 +98,9 @@ def graph_cut_order(similarity: np.ndarray, lam: float) -> np.ndarray:
     return order
 
 
-def log_determinant_order(kernel: np.ndarray, floor: float = 1e-10) -> np.ndarray:
+def log_determinant_order(
+    kernel: np.ndarray, floor: float = 1e-10, steps: int | None = None
+) -> np.ndarray:
     """Greedy sequence of F(S) = log det K_SS, by incremental Cholesky (Chen et al. 2018).
 
     The gain of e is log d_e^2, d_e^2 = K_ee - ||c_e||^2 its residual after projecting on
@@ -105,7 +113,8 @@ def log_determinant_order(kernel: np.ndarray, floor: float = 1e-10) -> np.ndarra
     picked = np.zeros(n, dtype=bool)
     rows = np.empty((min(n, 64), n), dtype=np.float64)
     order = []
-    while len(order) < n:
+    wanted = n if steps is None else min(steps, n)
+    while len(order) < wanted:
         candidates = np.where(picked, -np.inf, residual)
         pick = int(np.argmax(candidates))
         if candidates[pick] <= floor:
@@ -117,4 +126,5 @@ def log_determinant_order(kernel: np.ndarray, floor: float = 1e-10) -> np.ndarra
         residual -= rows[t] ** 2
         picked[pick] = True
         order.append(pick)
-    return np.concatenate([np.array(order, dtype=np.int64), np.flatnonzero(~picked)])
+    rest = np.flatnonzero(~picked)[: wanted - len(order)]
+    return np.concatenate([np.array(order, dtype=np.int64), rest])

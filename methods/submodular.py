@@ -8,7 +8,7 @@ import numpy as np
 
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
-from methods.features import order_scores
+from methods.features import order_scores, picks_needed
 from methods.greedy import facility_location_order, graph_cut_order, log_determinant_order
 from methods.last_layer import GradientMethod, cosine_kernel
 from methods.registry import register
@@ -56,16 +56,17 @@ class Submodular(GradientMethod):
                 f"method.function={self.function!r} is not one of {', '.join(FUNCTIONS)}"
             )
 
-    def order(self, kernel: np.ndarray) -> np.ndarray:
+    def order(self, kernel: np.ndarray, steps: int) -> np.ndarray:
         if self.function == "facility_location":
-            return facility_location_order(kernel)[0]
+            return facility_location_order(kernel, steps)[0]
         if self.function == "graph_cut":
-            return graph_cut_order(kernel, self.lam)
-        return log_determinant_order(kernel)
+            return graph_cut_order(kernel, self.lam, steps)
+        return log_determinant_order(kernel, steps=steps)
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         scores = np.empty(ctx.n, dtype=np.float64)
         for group in self.class_gradients(ctx, run):
             kernel = cosine_kernel(group.gram()).cpu().numpy()
-            scores[group.members] = order_scores(self.order(kernel))
+            steps = picks_needed(ctx, group.members.size, per_class=True)
+            scores[group.members] = order_scores(self.order(kernel, steps), group.members.size)
         return scores

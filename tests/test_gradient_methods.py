@@ -318,3 +318,46 @@ def test_each_gradient_method_config_names_every_option_and_builds(module):
     assert set(options) == {f.name for f in fields(method)}
     assert config["proxy"] == {"model": None, "epochs": None, "seed": 0}
     assert all(getattr(method, attr) for attr in ("summary", "paper", "direction"))
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("craig", {}),
+        ("gradmatch", {}),
+        ("submodular", {"function": "log_determinant"}),
+        ("submodular", {"function": "facility_location"}),
+        ("submodular", {"function": "graph_cut"}),
+        ("contextual_diversity", {}),
+    ],
+)
+def test_greedy_orders_stopped_where_the_selection_reads_no_further_keep_the_same_subset(
+    cache_dir, name, options
+):
+    from methods.select import PruneSpec
+
+    for balance in (True, False):
+        spec = PruneSpec(fraction=0.6, balance=balance)
+        whole = synthetic_ctx(cache_dir)
+        stopped = synthetic_ctx(cache_dir)
+        stopped.prune = spec
+        kept = [
+            get_method(name, options).select_subset(c, get_method(name, options).score(c), spec, 0)
+            for c in (whole, stopped)
+        ]
+        assert np.array_equal(*kept)
+
+
+def test_glister_stopped_where_the_selection_reads_no_further_keeps_the_same_subset(cache_dir):
+    from methods.select import PruneSpec
+
+    spec = PruneSpec(fraction=0.6, balance=True)
+    kept = []
+    for prune in (None, spec):
+        ctx = synthetic_ctx(cache_dir, n=80)
+        ctx.val_x, ctx.val_y = ctx.train_x[64:], ctx.train_y[64:]
+        ctx.train_x, ctx.train_y = ctx.train_x[:64], ctx.train_y[:64]
+        ctx.prune = prune
+        method = get_method("glister", {})
+        kept.append(method.select_subset(ctx, method.score(ctx), spec, 0))
+    assert np.array_equal(*kept)
