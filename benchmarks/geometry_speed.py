@@ -13,7 +13,7 @@ picks as keeping 70% needs (the largest kept set of a 30/50/70% grid), per class
 their defaults. The growth exponent of each method is fitted on log-log over the sizes
 and used to extrapolate to CIFAR's 50,000 (10 classes) and ImageNet's 1,281,167 (1,000
 classes): per-class methods as 1,000 classes of 1,281 (100 x the 10-class time at
-12,812), the others over all N.
+12,812), k-means (k = the classes) as N x k, D2 over all N.
 """
 
 from __future__ import annotations
@@ -43,13 +43,15 @@ from methods.select import PruneSpec
 
 CIFAR = (50_000, 10)
 IMAGENET = (1_281_167, 1_000)
-PER_CLASS = {
-    "herding": True,
-    "kcenter": True,
-    "d2": False,
-    "d2_ivf": False,
-    "prototypes": False,
-    "moderate": True,
+# how a method's time grows with the classes at a fixed N: "per_class" runs on groups of
+# the class size; "clusters" costs N x k with k = the classes (k-means); "global" ignores them
+SCALING = {
+    "herding": "per_class",
+    "kcenter": "per_class",
+    "d2": "global",
+    "d2_ivf": "global",
+    "prototypes": "clusters",
+    "moderate": "per_class",
 }
 KEPT_GRID_LARGEST = PruneSpec(fraction=0.3)  # keeping 70%: the deepest order a 30/50/70% grid reads
 
@@ -124,10 +126,12 @@ def extrapolate(
     """Seconds at `target` (N, classes) from a fit measured with `classes` classes."""
     b, a = fit
     n, target_classes = target
-    if not PER_CLASS[name]:
-        return a * n**b
-    groups = target_classes / classes  # the same class size: N scaled down by the ratio
-    return groups * a * (n / groups) ** b
+    ratio = target_classes / classes
+    if SCALING[name] == "per_class":  # `ratio` times as many groups of the same class size
+        return ratio * a * (n / ratio) ** b
+    if SCALING[name] == "clusters":
+        return ratio * a * n**b
+    return a * n**b
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

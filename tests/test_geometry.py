@@ -5,12 +5,15 @@ recomputed at every pick, a brute-force kNN graph); the fast ones use float32 Gr
 rows, faiss, and stop where the selection reads no further.
 """
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from benchmarks import geometry_speed
 from benchmarks.errors import ConfigError
+from benchmarks.geometry_speed import CIFAR, IMAGENET, extrapolate, growth
 from methods import get_method
 from methods.d2 import knn_graph
 from methods.features import GramRows, group_order_scores, picks_needed
@@ -125,3 +128,24 @@ def test_the_approximate_knn_graph_is_an_explicit_option_close_to_the_exact_one(
     assert get_method("d2", {}).knn == "exact"
     with pytest.raises(ConfigError, match="method.knn='hnsw' is not one of exact, ivf"):
         get_method("d2", {"knn": "hnsw"})
+
+
+def test_geometry_benchmark_fits_the_growth_and_extrapolates_by_the_classes():
+    sizes = [1000, 2000, 4000]
+    b, a = growth(sizes, [3e-7 * n**2 for n in sizes])
+    assert (b, a) == (pytest.approx(2.0), pytest.approx(3e-7))
+    fit = (2.0, 3e-7)
+    # per class: 1,000 classes of 1,281 = 100 x ten classes of 1,281 (N = 12,811.67)
+    assert extrapolate("herding", fit, 10, IMAGENET) == pytest.approx(100 * 3e-7 * 12811.67**2)
+    assert extrapolate("prototypes", fit, 10, IMAGENET) == pytest.approx(100 * 3e-7 * 1281167**2)
+    assert extrapolate("d2", fit, 10, CIFAR) == pytest.approx(3e-7 * 50_000**2)
+
+
+def test_geometry_benchmark_runs_each_method_in_its_own_process(tmp_path, capsys):
+    out = tmp_path / "geometry.json"
+    args = ["--sizes", "300", "600", "--repeats", "1", "--methods", "d2", "--dim", "8"]
+    geometry_speed.main([*args, "--out", str(out)])
+    payload = json.loads(out.read_text())
+    assert [r["n"] for r in payload["results"]["d2"]["rows"]] == [300, 600]
+    assert all(r["seconds"] > 0 for r in payload["results"]["d2"]["rows"])
+    assert "| d2 |" in capsys.readouterr().out
