@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from methods.base import ScoreContext
-from methods.dynamics import proxy_material, train_proxy
+from methods.dynamics import (
+    derived_sufficient,
+    proxy_key,
+    proxy_material,
+    recorded_run,
+    restate_cost,
+)
 from methods.proxy_method import ProxyMethod
 from methods.registry import register
 
@@ -73,9 +79,10 @@ def class_normalised(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 class VoG(ProxyMethod):
     """VoG over the proxy's checkpoints after each of its epochs 1..`horizon`.
 
-    Deviations: the checkpoints are the end of every proxy epoch up to `horizon` (the
-    paper takes K checkpoints spread over a full training); gradients are w.r.t. the
-    normalised input.
+    The checkpoints are the recorded proxy training's networks after each epoch (no
+    training of its own). Deviations: the checkpoints are the end of every proxy epoch up
+    to `horizon` (the paper takes K checkpoints spread over a full training); gradients
+    are w.r.t. the normalised input.
     """
 
     name = "vog"
@@ -89,8 +96,8 @@ class VoG(ProxyMethod):
     )
     direction = "high = input gradients vary across training = hard = kept first"
     cost = (
-        "one proxy training per run plus one input-gradient pass over the data after each "
-        "epoch; 2 N H W floats of running moments"
+        "the recorded proxy training with its network kept at every epoch, plus one "
+        "input-gradient pass over the data per epoch; 2 N H W floats of running moments"
     )
 
     runs: int = 1
@@ -105,28 +112,27 @@ class VoG(ProxyMethod):
         end = ctx.proxy_settings(proxy.epochs).epochs if self.horizon is None else self.horizon
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            epochs = tuple(range(1, end + 1))
+            recorded, _, files = recorded_run(ctx, proxy, run, end, weights_at=epochs)
             start = time.perf_counter()
             moments = GradientMoments()
-
-            def on_epoch(epoch: int, model: torch.nn.Module) -> None:
-                if 1 <= epoch <= end:
-                    moments.add(
-                        true_logit_input_gradients(model, ctx.train_x, ctx.train_y, self.batch_size)
-                    )
-
-            train_proxy(ctx, proxy, run, end, on_epoch=on_epoch)
-            ctx.cost.trainings_run += 1
+            for epoch in epochs:
+                model = ctx.build_model(proxy.model, 0)
+                state = torch.load(files.weights(epoch), map_location=ctx.device)
+                model.load_state_dict(state)
+                moments.add(
+                    true_logit_input_gradients(model, ctx.train_x, ctx.train_y, self.batch_size)
+                )
+            (row,) = np.flatnonzero(recorded["epochs"] == end)
             meta = {
-                "proxy_epochs": float(end),
-                "proxy_trainings": 1,
+                "proxy": proxy_key(ctx, proxy, run),
+                "proxy_epoch": end,
+                "proxy_seconds": float(recorded["seconds"][row]),
                 "seconds": time.perf_counter() - start,
             }
             return {"vog": moments.vog().cpu().numpy()}, meta
 
         material = {**proxy_material(ctx, proxy, run), "horizon": end, "output": "vog"}
-        if ctx.cache is None:
-            arrays, meta = compute()
-        else:
-            arrays, meta = ctx.cache.load_or_compute("vog", material, compute)
-        ctx.cost.add_artifact(meta)
+        arrays, meta = ctx.store.load_or_compute("vog", material, compute, derived_sufficient)
+        restate_cost(ctx, meta)
         return class_normalised(arrays["vog"], ctx.labels)
