@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> None:
         method, label = method_from_config(cfg.method)
         start = time.perf_counter()
         prep = prepare(cfg, resolve_device(str(cfg.device)))
+        method = method.resolve(prep.ctx)
         method.check(prep.ctx)
         runs = method.score_runs(prep.ctx)
         meta = {

@@ -105,6 +105,15 @@ def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def score_epoch(config: Mapping[str, Any], selection: Mapping[str, Any]) -> Any:
+    """The epoch the score was taken at: resolved in the record (an epoch that follows the
+    proxy's schedule), else as configured (records from before resolution was recorded)."""
+    resolved = selection.get("method_options") or {}
+    if resolved.get("epoch") is not None:
+        return resolved["epoch"]
+    return (config.get("method") or {}).get("epoch")
+
+
 def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """One run as flat columns: cell, protocol, metrics, selection cost, provenance."""
     cell = record["cell"]
@@ -118,7 +127,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "run_key": record["run_key"],
         "status": record["status"],
         **{key: cell.get(key) for key in CELL_KEYS},
-        "score_epoch": (config.get("method") or {}).get("epoch"),
+        "score_epoch": score_epoch(config, selection),
         "proxy_epochs": cost.get("proxy_epochs"),
         "proxy_trainings": cost.get("proxy_trainings"),
         "score_seconds": cost.get("seconds"),

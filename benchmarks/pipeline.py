@@ -49,7 +49,8 @@ from benchmarks.train import (
 from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
 from methods.base import PruningMethod, ScoreContext
-from methods.select import PruneSpec, kept_count
+from methods.ccs import ccs_cut_scores
+from methods.select import PruneSpec, ccs_beta_for, kept_count
 
 
 class Timer:
@@ -124,14 +125,16 @@ def resolve_device(name: str) -> torch.device:
 
 def prune_spec(cfg: Mapping[str, Any]) -> PruneSpec:
     ccs = cfg.get("ccs") or {}
+    fraction = float(cfg["fraction"])
     return PruneSpec(
-        fraction=float(cfg["fraction"]),
+        fraction=fraction,
         keep=str(cfg.get("keep", "hard")),
         balance=bool(cfg.get("balance", False)),
         offset=int(cfg.get("offset", 0)),
         strategy=str(cfg.get("strategy", "topk")),
-        ccs_beta=float(ccs.get("beta", 0.0)),
+        ccs_beta=ccs_beta_for(ccs.get("beta", 0.0), fraction),
         ccs_bins=int(ccs.get("bins", 50)),
+        ccs_cut_by=str(ccs.get("cut_by", "aum")),
     )
 
 
@@ -140,6 +143,7 @@ def method_from_config(cfg: DictConfig) -> tuple[PruningMethod, str]:
     options = OmegaConf.to_container(cfg, resolve=True)
     name = str(options.pop("name"))
     label = options.pop("label", None) or name
+    options.pop("train_budget", None)  # the method's protocol default for train.budget
     return get_method(name, options), str(label)
 
 
@@ -364,6 +368,7 @@ def _execute(
     ctx.prune = spec  # greedy orders stop where this selection reads no further
     method.check(ctx)
     record["data"] = prep.data_summary()
+    method = method.resolve(ctx)
     static = method.prunes and not method.dynamic
     with timer.stage("score"):
         scores = method.score(ctx) if static else None
@@ -371,7 +376,8 @@ def _execute(
         if scores is None:
             kept = np.arange(ctx.n)
         else:
-            kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"))
+            cut = ccs_cut_scores(method, ctx) if spec.cuts_by_aum else None
+            kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"), cut)
         weights = method.subset_weights(ctx, kept) if static else None
     subset_file = subset_path(record_path(Path(str(cfg.results.dir)).expanduser(), record))
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None

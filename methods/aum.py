@@ -6,18 +6,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.dynamics import dynamics
 from methods.proxy_method import ProxyMethod
 from methods.registry import register
 
+MARGINS = ("logit", "probability")
+
 
 @register
 @dataclass
 class AUM(ProxyMethod):
+    """`margin=logit`: Pleiss et al.'s mean logit margin; `margin=probability`: CCS's
+    `accumulated_margin`, the sum over presentations of p_y - max_{j != y} p_j."""
+
     name = "aum"
     summary = (
-        "minus the mean over training presentations of (true-class logit - largest other logit)"
+        "minus the mean over training presentations of (true-class logit - largest other logit); "
+        "margin=probability: minus CCS's sum of softmax margins"
     )
     paper = (
         "Pleiss et al. Identifying Mislabeled Data using the Area Under the Margin Ranking. "
@@ -26,12 +33,21 @@ class AUM(ProxyMethod):
     direction = "low AUM = hard; the score is -AUM, so high score = hard = kept first"
 
     runs: int = 1
+    margin: str = "logit"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.margin not in MARGINS:
+            raise ConfigError(f"method.margin={self.margin!r} is not one of {', '.join(MARGINS)}")
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy = self.proxy_spec
-        end = ctx.proxy_settings(proxy.epochs).epochs
+        end = self.schedule_epochs(ctx)
         rows = []
         for k in range(self.runs):
             d = dynamics(ctx, proxy, k, end)
-            rows.append(-d["margin_sum"] / np.maximum(d["presentations"], 1))
+            if self.margin == "probability":
+                rows.append(-d["prob_margin_sum"])
+            else:
+                rows.append(-d["margin_sum"] / np.maximum(d["presentations"], 1))
         return np.stack(rows)

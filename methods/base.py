@@ -188,15 +188,6 @@ class PruningMethod(ABC):
         """The method's score, shape [ctx.n]: the mean over its independent runs."""
         return self.score_runs(ctx).mean(axis=0)
 
-    def select_subset(
-        self, ctx: ScoreContext, scores: np.ndarray, spec: PruneSpec, seed: int
-    ) -> np.ndarray:
-        """Sorted positions of the kept examples: `spec`'s rule over the scores.
-
-        A method whose paper selects by its own sampling (DUAL's Beta sampling) overrides it.
-        """
-        return select(scores, ctx.labels, spec, seed)
-
     def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights | None:
         """Per-example loss weights for the kept examples (`kept`: sorted positions), or None.
 
@@ -210,6 +201,27 @@ class PruningMethod(ABC):
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+    def select_subset(
+        self,
+        ctx: ScoreContext,
+        scores: np.ndarray,
+        spec: PruneSpec,
+        seed: int,
+        cut_scores: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Sorted positions of the kept examples: `spec`'s rule over the scores (`cut_scores`:
+        CCS's AUM for its hard cut, see `methods.select.select`).
+
+        A method whose paper selects by its own sampling or budget (DUAL's Beta sampling,
+        D2's class-balanced modes) overrides it.
+        """
+        return select(scores, ctx.labels, spec, seed, cut_scores)
+
+    def resolve(self, ctx: ScoreContext) -> PruningMethod:
+        """This method with every default that depends on the run (an epoch that follows the
+        proxy's schedule) made concrete: what the record states as its options."""
+        return self
 
 
 def make_method(cls: type[PruningMethod], options: dict[str, Any]) -> PruningMethod:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import faiss
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.dynamics import at_epoch, dynamics
+from methods.base import PruningMethod, ScoreContext, make_method
+from methods.ccs import ccs_cut_scores
 from methods.features import FeatureMethod, order_scores
-from methods.forgetting import forgetting_score
-from methods.registry import register
-
-DIFFICULTIES = ("el2n", "forgetting")
+from methods.proxy_method import ProxyMethod
+from methods.registry import METHODS, register
+from methods.select import PruneSpec, kept_count
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,14 @@ def _search(x: np.ndarray, k: int, index: str) -> tuple[np.ndarray, np.ndarray]:
     return squared, found
 
 
+# the official GraphDensitySampler floors every neighbour's score at this before weighting
+SCORE_FLOOR = 1e-7
+
+
 def forward_pass(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
-    """s_i' = s_i + sum_{j in N(i)} exp(-gamma_f d(i, j)) s_j."""
-    messages = np.exp(-gamma * graph.distances) * scores[graph.neighbors]
+    """s_i' = s_i + sum_{j in N(i)} exp(-gamma_f d(i, j)) max(s_j, 1e-7), as the official
+    GraphDensitySampler (graph_mode=sum; its forward weight is exp(-d), gamma_f = 1)."""
+    messages = np.exp(-gamma * graph.distances) * np.maximum(scores[graph.neighbors], SCORE_FLOOR)
     return scores + np.bincount(graph.sources, weights=messages, minlength=scores.size)
 
 
@@ -114,13 +120,66 @@ def reverse_order(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
     return np.asarray(order)
 
 
+def d2_budgets(total: int, sizes: np.ndarray) -> np.ndarray:
+    """The official `bin_allocate` (core/data/Coreset.py, budget_mode=uniform) restated.
+
+    Visit the non-empty bins from the smallest up, each taking min(its size, budget left //
+    non-empty bins left); then, while budget is left, give one more to each bin that has
+    room, from the largest bin down (one pass).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    order = np.argsort(sizes, kind="stable")
+    sorted_sizes = sizes[order]
+    budgets = np.zeros(sizes.size, dtype=np.int64)
+    left = int(total)
+    for i, size in enumerate(sorted_sizes):
+        if size == 0:
+            continue
+        budgets[i] = min(int(size), left // int(np.count_nonzero(sorted_sizes[i:])))
+        left -= budgets[i]
+    missing = int(total) - int(budgets.sum())
+    for i in range(sizes.size - 1, -1, -1):
+        if missing <= 0:
+            break
+        if budgets[i] < sorted_sizes[i]:
+            budgets[i] += 1
+            missing -= 1
+    out = np.zeros(sizes.size, dtype=np.int64)
+    out[order] = budgets
+    return out
+
+
+def equal_width_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """Bin of each value among `bins` equal-width bins from the minimum to 1.0001 x the maximum
+    (the official stratified_sampling's edges; for a maximum <= 0, maximum + 1e-4 |maximum|)."""
+    low, high = values.min(), values.max()
+    upper = high * 1.0001 if high > 0 else high + 1e-4 * (abs(high) or 1.0)
+    return np.minimum(np.floor((values - low) / ((upper - low) / bins)).astype(int), bins - 1)
+
+
+MODES = ("global", "class", "stratified")
+
+
 @register
 @dataclass
 class D2Pruning(FeatureMethod):
-    """D2 on a k-NN graph of the proxy's features, node difficulty from the same proxy run.
+    """D2 on k-NN graphs of the proxy's features, node difficulty from any registered score.
 
-    `difficulty`: el2n (at `difficulty_epoch`) or forgetting (whole training). The graph
-    is symmetrised as the official code; the selection order is expressed as a score.
+    `difficulty` names a static method (forgetting on CIFAR, AUM on ImageNet in the
+    official runs), scored with `difficulty_options` on D2's proxy (runs=1 unless set);
+    with forgetting, never-learned examples count 0 as in the official score
+    (`never_learned=zero`), so that they do not dominate the message passing.
+    `mis_ratio`: the official hard cut, the floor(mis_ratio n) hardest by CCS's AUM
+    (summed softmax margin) removed first. `mode`:
+    - global: one graph over all (uncut) examples; the selection order is the score
+      (the official coreset-mode graph);
+    - class: one graph per class, class budgets by the official uniform allocation,
+      then random fill (the official README's CIFAR pipeline, coreset-mode class);
+    - stratified: per class an equal budget int(kept / classes), spread over `strata`
+      equal-width difficulty strata by the same allocation, a graph per stratum (the
+      official coreset-mode stratified with label_balanced), then random fill.
+    class and stratified depend on the kept count, so they select themselves
+    (`select_subset`); their exported score is the per-class order.
     """
 
     name = "d2"
@@ -135,7 +194,10 @@ class D2Pruning(FeatureMethod):
     direction = "high = picked earlier = kept first (keep=hard = the D2 selection)"
 
     difficulty: str = "el2n"
-    difficulty_epoch: int = 20
+    difficulty_options: dict[str, Any] = field(default_factory=dict)
+    mode: str = "global"
+    mis_ratio: float = 0.0
+    strata: int = 25
     neighbors: int = 10
     gamma_forward: float = 1.0
     gamma_reverse: float = 1.0
@@ -145,26 +207,136 @@ class D2Pruning(FeatureMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.difficulty not in DIFFICULTIES:
+        cls = METHODS.get(self.difficulty)
+        if cls.dynamic or not cls.prunes or cls is D2Pruning:
             raise ConfigError(
-                f"method.difficulty={self.difficulty!r} is not one of {', '.join(DIFFICULTIES)}"
+                f"method.difficulty={self.difficulty!r} has no static score to pass as D2's "
+                "difficulty (any registered static score: el2n, forgetting, aum, ...)"
             )
+        if self.mode not in MODES:
+            raise ConfigError(f"method.mode={self.mode!r} is not one of {', '.join(MODES)}")
+        if not 0.0 <= self.mis_ratio < 1.0:
+            raise ConfigError(f"method.mis_ratio={self.mis_ratio} is outside [0, 1)")
         if self.neighbors < 1:
             raise ConfigError(f"method.neighbors={self.neighbors} must be >= 1")
         if self.knn not in KNN_INDEXES:
             raise ConfigError(f"method.knn={self.knn!r} is not one of {', '.join(KNN_INDEXES)}")
+        if self.strata < 1:
+            raise ConfigError(f"method.strata={self.strata} must be >= 1")
+        if self.mode != "global" and self.runs != 1:
+            raise ConfigError(f"method.mode={self.mode} selects from one proxy run: set runs=1")
+        self.difficulty_method()
+
+    def difficulty_method(self) -> PruningMethod:
+        cls = METHODS.get(self.difficulty)
+        options = dict(self.difficulty_options)
+        if issubclass(cls, ProxyMethod):
+            options = {"runs": 1, "proxy": self.proxy, **options}
+        if self.difficulty == "forgetting":
+            options.setdefault("never_learned", "zero")
+        return make_method(cls, options)
+
+    def resolve(self, ctx: ScoreContext) -> D2Pruning:
+        """The feature epoch and the difficulty's options (its epoch included) made concrete."""
+        resolved = self.difficulty_method().resolve(ctx).options()
+        resolved.pop("proxy", None)
+        return dataclasses.replace(self, **self.resolved_epochs(ctx), difficulty_options=resolved)
+
+    def difficulty_scores(self, ctx: ScoreContext) -> np.ndarray:
+        method = self.difficulty_method()
+        return method.resolve(ctx).score(ctx)
+
+    def pool(self, ctx: ScoreContext) -> np.ndarray:
+        """Indices left after the hard cut, in index order."""
+        if self.mis_ratio == 0.0:
+            return np.arange(ctx.n)
+        hardness = ccs_cut_scores(self, ctx)
+        cut = np.lexsort((np.arange(ctx.n), -hardness))[: int(self.mis_ratio * ctx.n)]
+        return np.setdiff1d(np.arange(ctx.n), cut)
+
+    def greedy(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """D2's pick order of one group (positions into `scores`)."""
+        if scores.size <= self.neighbors:
+            raise ConfigError(
+                f"method.neighbors={self.neighbors} needs more than {scores.size} examples"
+            )
+        graph = knn_graph(features, self.neighbors, self.knn)
+        return reverse_order(
+            forward_pass(scores, graph, self.gamma_forward), graph, self.gamma_reverse
+        )
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        if self.neighbors >= ctx.n:
-            raise ConfigError(f"method.neighbors={self.neighbors} needs more than {ctx.n} examples")
-        graph = knn_graph(self.features(ctx, run), self.neighbors, self.knn)
-        scores = forward_pass(self.difficulty_of(ctx, run), graph, self.gamma_forward)
-        return order_scores(reverse_order(scores, graph, self.gamma_reverse))
+        features, difficulty, pool = (
+            self.features(ctx, run),
+            self.difficulty_scores(ctx),
+            self.pool(ctx),
+        )
+        scores = np.zeros(ctx.n)
+        groups = (
+            [pool]
+            if self.mode == "global"
+            else [pool[ctx.labels[pool] == c] for c in np.unique(ctx.labels[pool])]
+        )
+        for members in groups:
+            scores[members] = order_scores(self.greedy(features[members], difficulty[members]))
+        return scores
 
-    def difficulty_of(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        proxy = self.proxy_spec
-        if self.difficulty == "el2n":
-            d = dynamics(ctx, proxy, run, self.difficulty_epoch)
-            return at_epoch(d, "el2n", self.difficulty_epoch)
-        d = dynamics(ctx, proxy, run, ctx.proxy_settings(proxy.epochs).epochs)
-        return forgetting_score(d["forgetting"], d["presentations"], d["ever_correct"])
+    def select_subset(
+        self,
+        ctx: ScoreContext,
+        scores: np.ndarray,
+        spec: PruneSpec,
+        seed: int,
+        cut_scores: np.ndarray | None = None,
+    ) -> np.ndarray:
+        if self.mode == "global":
+            return super().select_subset(ctx, scores, spec, seed, cut_scores)
+        if spec.keep != "hard" or spec.strategy != "topk" or spec.offset:
+            raise ConfigError(
+                f"method.mode={self.mode} is D2's own class-balanced selection: use "
+                "prune.keep=hard, prune.strategy=topk, prune.offset=0"
+            )
+        rng = np.random.default_rng(seed)
+        features, difficulty, pool = (
+            self.features(ctx, 0),
+            self.difficulty_scores(ctx),
+            self.pool(ctx),
+        )
+        total = kept_count(ctx.n, spec.fraction)
+        labels = ctx.labels
+        classes = np.unique(labels)
+        members_of = [pool[labels[pool] == c] for c in classes]
+        if self.mode == "class":
+            budgets = d2_budgets(total, np.array([m.size for m in members_of]))
+        else:
+            budgets = np.full(classes.size, total // classes.size)
+        chosen = []
+        for members, budget in zip(members_of, budgets, strict=True):
+            if self.mode == "class":
+                chosen.append(self.take(features, difficulty, members, int(budget), rng))
+                continue
+            stratum = equal_width_bins(difficulty[members], self.strata)
+            inner = d2_budgets(int(budget), np.bincount(stratum, minlength=self.strata))
+            for s in range(self.strata):
+                chosen.append(
+                    self.take(features, difficulty, members[stratum == s], int(inner[s]), rng)
+                )
+        kept = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+        missing = total - kept.size
+        if missing > 0:
+            rest = np.setdiff1d(pool, kept)
+            kept = np.concatenate([kept, rng.choice(rest, min(missing, rest.size), replace=False)])
+        return np.sort(kept)
+
+    def take(
+        self, features: np.ndarray, difficulty: np.ndarray, members: np.ndarray, budget: int, rng
+    ) -> np.ndarray:
+        """`budget` of `members` by D2's greedy order (all of them if they do not exceed it;
+        a random `budget` when they are too few for a k-NN graph, as the official code)."""
+        if budget <= 0:
+            return np.empty(0, dtype=np.int64)
+        if budget >= members.size:
+            return members
+        if members.size <= self.neighbors:
+            return rng.choice(members, budget, replace=False)
+        return members[self.greedy(features[members], difficulty[members])[:budget]]

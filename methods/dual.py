@@ -107,10 +107,15 @@ class DUAL(ProxyMethod):
         return np.stack([dual_scores(self._p_true(ctx, k), self.window) for k in range(self.runs)])
 
     def select_subset(
-        self, ctx: ScoreContext, scores: np.ndarray, spec: PruneSpec, seed: int
+        self,
+        ctx: ScoreContext,
+        scores: np.ndarray,
+        spec: PruneSpec,
+        seed: int,
+        cut_scores: np.ndarray | None = None,
     ) -> np.ndarray:
         if self.sampling == "topk":
-            return select(scores, ctx.labels, spec, seed)
+            return select(scores, ctx.labels, spec, seed, cut_scores)
         if spec.keep != "hard" or spec.balance or spec.offset or spec.strategy != "topk":
             raise ConfigError(
                 "method.sampling=beta draws its own subset: use prune.keep=hard, "

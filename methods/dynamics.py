@@ -8,7 +8,9 @@ trainer and records, per example:
   previous epoch (`prob_shift`, TDDS's per-epoch contribution; 0 at epoch 0);
 - at every mini-batch presentation (train mode, augmented, before the update):
   forgetting events (correct -> incorrect), whether it was ever classified
-  correctly, and the sum of logit margins (AUM).
+  correctly, the sum of logit margins (AUM), the sum of softmax margins p_y - max_j p_j
+  (CCS's AUM), and, after every epoch, the running sum of train-mode EL2N
+  (`train_el2n_cum`, CCS's EL2N: the sum over the first epochs).
 EL2N@t for any t, forgetting, AUM and the uncertainty scores of one (data, proxy,
 seed) therefore come from one training, cached as one artifact. The same recorded
 training keeps its network at the epochs that GraNd and the feature methods read
@@ -48,7 +50,7 @@ from benchmarks.train import (
 from methods.base import ScoreContext
 
 EVAL_SUMMARIES = ("el2n", "p_true", "entropy", "margin", "least_confidence", "correct")
-SHIFT_SUMMARIES = ("prob_shift",)
+SHIFT_SUMMARIES = ("prob_shift", "train_el2n_cum")
 RECORDED_SUMMARIES = EVAL_SUMMARIES + SHIFT_SUMMARIES
 
 
@@ -109,6 +111,17 @@ def prob_shift(previous: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (log_now.exp() * (log_now - log_before).abs()).sum(dim=1)
 
 
+def error_l2(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||softmax - onehot||_2 per example (EL2N), in float64."""
+    probs = logits.double().softmax(dim=1)
+    return (probs - F.one_hot(y, probs.shape[1]).double()).norm(dim=1)
+
+
+def prob_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """p_y - max_{j != y} p_j of the softmax: the margin CCS's code sums as its AUM."""
+    return logit_margin(logits.double().softmax(dim=1), y)
+
+
 def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y - max_{j != y} z_j: the margin AUM averages (Pleiss et al. 2020)."""
     true = logits.gather(1, y[:, None])[:, 0]
@@ -133,6 +146,8 @@ class DynamicsRecorder:
         self.ever_correct = torch.zeros(n, dtype=torch.bool, device=device)
         self.last_correct = torch.zeros(n, dtype=torch.bool, device=device)
         self.margin_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.prob_margin_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.train_el2n_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.epochs: dict[int, dict[str, torch.Tensor]] = {}
         self.seconds: dict[int, float] = {}
         self.previous_logits: torch.Tensor | None = None
@@ -145,6 +160,8 @@ class DynamicsRecorder:
         self.ever_correct[idx] |= correct
         self.presentations[idx] += 1
         self.margin_sum[idx] += logit_margin(logits, y).double()
+        self.prob_margin_sum[idx] += prob_margin(logits, y)
+        self.train_el2n_sum[idx] += error_l2(logits, y)
 
     def logits(self, model: torch.nn.Module) -> torch.Tensor:
         """Eval-mode float32 logits of every example, autocast off even inside an autocast."""
@@ -156,6 +173,7 @@ class DynamicsRecorder:
         summaries = eval_summaries(logits, self.y)
         before = logits if self.previous_logits is None else self.previous_logits
         summaries["prob_shift"] = prob_shift(before, logits)
+        summaries["train_el2n_cum"] = self.train_el2n_sum.clone()
         self.epochs[epoch] = summaries
         self.seconds[epoch] = time.perf_counter() - self.clock
         self.previous_logits = logits
@@ -183,9 +201,18 @@ class DynamicsRecorder:
         self.previous_logits = self.logits(model)
 
 
-COUNTERS = ("forgetting", "presentations", "ever_correct", "last_correct", "margin_sum")
-# recordings written before the recorder kept its resume state and timings are redone
-RECORDER_VERSION = 2
+COUNTERS = (
+    "forgetting",
+    "presentations",
+    "ever_correct",
+    "last_correct",
+    "margin_sum",
+    "prob_margin_sum",
+    "train_el2n_sum",
+)
+# recordings written before the recorder kept its resume state and timings (2), or CCS's AUM
+# and EL2N sums (3), are redone
+RECORDER_VERSION = 3
 
 
 def train_proxy(

@@ -144,6 +144,9 @@ class FeatureMethod(ProxyMethod):
     runs: int = 1
     epoch: int | None = None
 
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        return {"epoch": self.schedule_epochs(ctx) if self.epoch is None else self.epoch}
+
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         return np.stack([self.score_run(ctx, k) for k in range(self.runs)])
 

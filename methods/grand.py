@@ -25,7 +25,8 @@ class GraNd(ProxyMethod):
 
     `params=last_layer` is the closed form over the last linear layer only (DeepCore's
     variant); `epoch=0` is GraNd at initialisation, which later work found to track
-    the input norm rather than example difficulty.
+    the input norm rather than example difficulty. `epoch=None` takes `epoch_fraction` of the
+    proxy's schedule (Data Diet: 20 of 200 = 0.1).
     """
 
     name = "grand"
@@ -35,7 +36,8 @@ class GraNd(ProxyMethod):
     paper = "Paul, Ganguli, Dziugaite. Deep Learning on a Data Diet. NeurIPS 2021"
     direction = "high = hard = kept first"
 
-    epoch: int = 20
+    epoch: int | None = None
+    epoch_fraction: float = 0.1
     params: str = "all"
     chunk_size: int = 256
 
@@ -44,8 +46,12 @@ class GraNd(ProxyMethod):
         if self.params not in PARAMS:
             raise ConfigError(f"method.params={self.params!r} is not one of {', '.join(PARAMS)}")
 
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        return {"epoch": self.early_epoch(ctx, self.epoch, self.epoch_fraction)}
+
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        return np.stack([self._run(ctx, k) for k in range(self.runs)])
+        resolved = self.resolve(ctx)
+        return np.stack([resolved._run(ctx, k) for k in range(self.runs)])
 
     def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         """Norms of the recorded proxy training's network at `epoch` (no training of its own)."""

@@ -50,7 +50,7 @@ class Herding(FeatureMethod):
     name = "herding"
     summary = (
         "(n - rank) / n in the greedy sequence whose running mean of proxy features tracks "
-        "the full mean"
+        "the full mean (the herding argmin; DeepCore's code takes the argmax)"
     )
     paper = (
         "Welling. Herding Dynamical Weights to Learn. ICML 2009; as in Guo et al. DeepCore. "

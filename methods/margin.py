@@ -19,7 +19,8 @@ class Margin(Uncertainty):
     )
     paper = PAPER
     direction = (
-        "small margin = uncertain = kept first (DeepCore keeps the largest margins: wrong way)"
+        "small margin = uncertain = kept first, as DeepCore's default balanced mode (its "
+        "balance=False path keeps the largest margins); margin is not among Coleman et al.'s scores"
     )
     summary_name = "margin"
 

@@ -1,4 +1,9 @@
-"""Self-supervised prototypes (Sorscher et al., NeurIPS 2022): distance to the nearest centroid."""
+"""Prototypes on proxy features, after Sorscher et al. (NeurIPS 2022): distance to a centroid.
+
+The paper clusters a self-supervised (SwAV) embedding; here k-means runs on the
+penultimate features of the supervised proxy training, the same features as the other
+geometry methods.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ def prototype_distances(
     """Distance of each feature to its nearest k-means prototype.
 
     k-means is faiss's (Lloyd's iterations on every point, `n_init` seeded restarts,
-    the lowest objective kept). With `normalize` (the paper's variant), features are
-    scaled to unit norm before k-means and the distance is the cosine distance
+    the lowest objective kept). With `normalize` (as the paper does with its embedding),
+    features are scaled to unit norm before k-means and the distance is the cosine distance
     1 - max_j <z, c_j / ||c_j||>; otherwise it is the Euclidean distance min_j ||z - c_j||_2.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
@@ -69,12 +74,12 @@ KMEANS_ITERATIONS = 50
 @register
 @dataclass
 class Prototypes(FeatureMethod):
-    """k-means on the proxy's features (k = `clusters`, None = number of classes), seeded."""
+    """k-means on the supervised proxy's features (k = `clusters`, None = number of classes)."""
 
     name = "prototypes"
     summary = (
-        "distance of the proxy feature to its nearest k-means centroid (cosine on unit-norm "
-        "features by default)"
+        "prototypes on proxy features: distance of the supervised proxy's penultimate feature "
+        "to its nearest k-means centroid (cosine on unit-norm features by default)"
     )
     paper = (
         "Sorscher et al. Beyond neural scaling laws: beating power law scaling via data "

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from benchmarks.errors import ConfigError
-from methods.base import PruningMethod
+from methods.base import PruningMethod, ScoreContext
 from methods.dynamics import Proxy
+
+
+def epoch_at(fraction: float, epochs: int, minimum: int = 0) -> int:
+    """`fraction` of an `epochs`-long schedule, rounded half up, at least `minimum`.
+
+    Epoch-valued defaults follow the proxy's schedule this way, so that "early in
+    training" stays early whatever `train.epochs` is (Data Diet's epoch 20 of 200 is 0.1).
+    """
+    return max(minimum, math.floor(fraction * epochs + 0.5))
 
 
 @dataclass
@@ -25,6 +36,10 @@ class ProxyMethod(PruningMethod):
         if int(self.runs) < 1:
             raise ConfigError(f"method.runs={self.runs} must be >= 1")
         Proxy.from_options(self.proxy)
+        for name in ("epoch_fraction", "horizon_fraction"):
+            value = getattr(self, name, None)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"method.{name}={value} is outside [0, 1]")
 
     def check_schedule(self, train_cfg: Mapping[str, Any]) -> None:
         proxy = self.proxy_spec
@@ -40,3 +55,21 @@ class ProxyMethod(PruningMethod):
     @property
     def proxy_spec(self) -> Proxy:
         return Proxy.from_options(self.proxy)
+
+    def schedule_epochs(self, ctx: ScoreContext) -> int:
+        """Length of the proxy's schedule: `proxy.epochs`, or the run's `train.epochs`."""
+        return ctx.proxy_settings(self.proxy_spec.epochs).epochs
+
+    def early_epoch(self, ctx: ScoreContext, epoch: int | None, fraction: float) -> int:
+        """`epoch`, or when it is None `fraction` of the proxy's schedule (at least 1 if > 0)."""
+        if epoch is not None:
+            return int(epoch)
+        return epoch_at(fraction, self.schedule_epochs(ctx), minimum=int(fraction > 0))
+
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        """The epoch-valued options whose value follows the proxy's schedule, made concrete."""
+        return {}
+
+    def resolve(self, ctx: ScoreContext) -> ProxyMethod:
+        epochs = self.resolved_epochs(ctx)
+        return dataclasses.replace(self, **epochs) if epochs else self

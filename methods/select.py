@@ -2,14 +2,18 @@
 
 `prune.fraction` is the fraction of training examples *removed*. The kept set is
 ranked by score (highest first for `keep=hard`, lowest first for `keep=easy`),
-optionally after skipping `offset` top-ranked examples (Data Diet's sliding
-window), per class (`balance`), or stratified over score bins (CCS).
+optionally after skipping `offset` top-ranked examples (a sliding window counted
+from the start of the keep order: the hardest end under keep=hard; Data Diet counts
+from the easiest end, which is keep=easy with the same offset), per class
+(`balance`), or stratified over score bins (CCS).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +21,7 @@ from benchmarks.errors import ConfigError
 
 KEEP_CHOICES = ("hard", "easy")
 STRATEGIES = ("topk", "ccs")
+CCS_CUTS = ("aum", "score")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class PruneSpec:
     strategy: str = "topk"
     ccs_beta: float = 0.0
     ccs_bins: int = 50
+    ccs_cut_by: str = "aum"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
@@ -44,6 +50,34 @@ class PruneSpec:
             raise ConfigError(f"prune.ccs.beta={self.ccs_beta} is outside [0, 1)")
         if self.ccs_bins < 1:
             raise ConfigError(f"prune.ccs.bins={self.ccs_bins} must be >= 1")
+        if self.ccs_cut_by not in CCS_CUTS:
+            raise ConfigError(
+                f"prune.ccs.cut_by={self.ccs_cut_by!r} is not one of {', '.join(CCS_CUTS)}"
+            )
+        if self.strategy == "ccs" and self.keep == "easy":
+            raise ConfigError(
+                "prune.keep=easy with prune.strategy=ccs would cut the easiest examples as the "
+                "'hard' end; CCS cuts the hardest: use keep=hard"
+            )
+
+    @property
+    def cuts_by_aum(self) -> bool:
+        """CCS's hard cut by its own AUM: the cut needs that score besides the ranking one."""
+        return self.strategy == "ccs" and self.ccs_beta > 0 and self.ccs_cut_by == "aum"
+
+
+def ccs_beta_for(beta: float | Mapping[Any, float], fraction: float) -> float:
+    """CCS's beta for the removed `fraction`: a number, or a {fraction: beta} table (the papers
+    tune beta per pruning rate)."""
+    if not isinstance(beta, Mapping):
+        return float(beta)
+    for key, value in beta.items():
+        if math.isclose(float(key), fraction, abs_tol=1e-9):
+            return float(value)
+    raise ConfigError(
+        f"prune.ccs.beta has no entry for prune.fraction={fraction}; "
+        f"its fractions: {', '.join(str(k) for k in beta)}"
+    )
 
 
 def kept_count(n: int, fraction: float) -> int:
@@ -62,8 +96,18 @@ def class_quotas(labels: np.ndarray, total: int) -> dict[int, int]:
     return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
 
 
-def select(scores: np.ndarray, labels: np.ndarray, spec: PruneSpec, seed: int) -> np.ndarray:
-    """Sorted indices of the examples kept under `spec`."""
+def select(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    spec: PruneSpec,
+    seed: int,
+    cut_scores: np.ndarray | None = None,
+) -> np.ndarray:
+    """Sorted indices of the examples kept under `spec`.
+
+    `cut_scores` (high = hardest) orders CCS's hard cut when `spec.cuts_by_aum`: CCS's own
+    AUM, whatever the ranking score.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.shape != labels.shape:
@@ -72,28 +116,38 @@ def select(scores: np.ndarray, labels: np.ndarray, spec: PruneSpec, seed: int) -
         raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
     n = scores.shape[0]
     rank = scores if spec.keep == "hard" else -scores
+    cut = rank
+    if spec.cuts_by_aum:
+        if cut_scores is None or np.shape(cut_scores) != scores.shape:
+            raise ValueError("prune.ccs.cut_by=aum needs CCS's AUM of every example")
+        cut = np.asarray(cut_scores, dtype=np.float64)
     total = kept_count(n, spec.fraction)
     rng = np.random.default_rng(seed)
     if not spec.balance:
-        kept = _pick(rank, np.arange(n), total, spec.offset, spec, rng)
+        kept = _pick(rank, cut, np.arange(n), total, spec.offset, spec, rng)
     else:
         parts = []
         for label, quota in class_quotas(labels, total).items():
             members = np.flatnonzero(labels == label)
             offset = round(spec.offset * members.size / n)
-            parts.append(_pick(rank[members], members, quota, offset, spec, rng))
+            parts.append(_pick(rank[members], cut[members], members, quota, offset, spec, rng))
         kept = np.concatenate(parts)
     return np.sort(kept)
 
 
 def _pick(
-    rank: np.ndarray, members: np.ndarray, quota: int, offset: int, spec: PruneSpec, rng
+    rank: np.ndarray,
+    cut: np.ndarray,
+    members: np.ndarray,
+    quota: int,
+    offset: int,
+    spec: PruneSpec,
+    rng,
 ) -> np.ndarray:
     """Choose `quota` of `members` by rank (descending, ties by index)."""
-    order = members[np.lexsort((members, -rank))]
     if spec.strategy == "ccs":
-        ranked = rank[np.lexsort((members, -rank))]
-        return _coverage_centric(order, ranked, quota, spec, rng)
+        return _coverage_centric(members, rank, cut, quota, spec, rng)
+    order = members[np.lexsort((members, -rank))]
     if offset + quota > order.size:
         raise ConfigError(
             f"prune.offset={spec.offset} leaves {order.size - offset} examples, "
@@ -103,22 +157,34 @@ def _pick(
 
 
 def _coverage_centric(
-    order: np.ndarray, ranked: np.ndarray, quota: int, spec: PruneSpec, rng
+    members: np.ndarray,
+    rank: np.ndarray,
+    cut: np.ndarray,
+    quota: int,
+    spec: PruneSpec,
+    rng,
 ) -> np.ndarray:
-    """CCS (Zheng et al., ICLR 2023): drop the top beta, then sample evenly over score strata.
+    """CCS (Zheng et al., ICLR 2023) as its official `train.py`/`Coreset.py`: drop the
+    floor(beta n) hardest by `cut` (its AUM by default), then sample evenly over strata of
+    the ranking score.
 
-    Strata are equal-width bins of the score range; the budget is spread by visiting
-    strata from the smallest up, each taking min(its size, budget left / strata left).
+    Strata: `bins` equal-width bins from the pool's minimum score to its maximum x 1.0001
+    (the official upper edge, so the maximum falls in the last bin; for a maximum <= 0,
+    maximum + 1e-4 |maximum|, or + 1e-4); the budget is spread by visiting strata from the
+    smallest up, each taking min(its size, budget left // strata left).
     """
-    cut = int(np.floor(spec.ccs_beta * order.size))
-    pool, pool_rank = order[cut:], ranked[cut:]
+    by_cut = np.lexsort((members, -cut))
+    dropped = int(np.floor(spec.ccs_beta * members.size))
+    pool, pool_rank = members[by_cut[dropped:]], rank[by_cut[dropped:]]
     if quota > pool.size:
         raise ConfigError(
             f"prune.ccs.beta={spec.ccs_beta} leaves {pool.size} examples, "
             f"fewer than the {quota} to keep"
         )
-    edges = np.linspace(pool_rank.min(), pool_rank.max(), spec.ccs_bins + 1)
-    stratum = np.clip(np.searchsorted(edges, pool_rank, side="right") - 1, 0, spec.ccs_bins - 1)
+    low, high = pool_rank.min(), pool_rank.max()
+    upper = high * 1.0001 if high > 0 else high + 1e-4 * (abs(high) or 1.0)
+    step = (upper - low) / spec.ccs_bins
+    stratum = np.minimum(np.floor((pool_rank - low) / step).astype(int), spec.ccs_bins - 1)
     strata = [pool[stratum == s] for s in range(spec.ccs_bins)]
     strata = [s for s in strata if s.size]
     strata.sort(key=lambda s: s.size)

@@ -9,7 +9,7 @@ import numpy as np
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod
+from methods.proxy_method import ProxyMethod, epoch_at
 from methods.registry import register
 
 
@@ -37,6 +37,9 @@ class TDDS(ProxyMethod):
 
     Per-epoch softmax is taken in eval mode on un-augmented images after each epoch
     (the official code uses the training-mode outputs seen during each epoch).
+    `horizon=None` is `horizon_fraction` of the proxy's schedule (official README: the first
+    30 of 200 epochs, 0.15; at least 3); `window=None` is a third of the horizon (official:
+    10 of 30; within 3..horizon).
     """
 
     name = "tdds"
@@ -53,25 +56,42 @@ class TDDS(ProxyMethod):
     epoch_options = ("horizon",)
 
     runs: int = 1
-    horizon: int = 30
-    window: int = 10
+    horizon: int | None = None
+    horizon_fraction: float = 0.15
+    window: int | None = None
     decay: float = 0.9
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 3 <= self.window <= self.horizon:
-            raise ConfigError(
-                f"method.window={self.window} must lie in 3..method.horizon={self.horizon}: "
-                "a window needs two epoch-to-epoch changes to vary"
-            )
+        if self.window is not None and self.horizon is not None:
+            _check_window(self.window, self.horizon)
         if not 0.0 < self.decay <= 1.0:
             raise ConfigError(f"method.decay={self.decay} is outside (0, 1]")
 
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        horizon = self.horizon
+        if horizon is None:
+            horizon = epoch_at(self.horizon_fraction, self.schedule_epochs(ctx), minimum=3)
+        window = self.window
+        if window is None:
+            window = min(horizon, epoch_at(1 / 3, horizon, minimum=3))
+        _check_window(window, horizon)
+        return {"horizon": horizon, "window": window}
+
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        proxy = self.proxy_spec
+        proxy, resolved = self.proxy_spec, self.resolve(ctx)
+        horizon, window = resolved.horizon, resolved.window
         rows = []
         for k in range(self.runs):
-            d = dynamics(ctx, proxy, k, self.horizon)
-            shifts = np.stack([at_epoch(d, "prob_shift", e) for e in range(self.horizon + 1)])
-            rows.append(tdds_scores(shifts, self.window, self.decay))
+            d = dynamics(ctx, proxy, k, horizon)
+            shifts = np.stack([at_epoch(d, "prob_shift", e) for e in range(horizon + 1)])
+            rows.append(tdds_scores(shifts, window, self.decay))
         return np.stack(rows)
+
+
+def _check_window(window: int, horizon: int) -> None:
+    if not 3 <= window <= horizon:
+        raise ConfigError(
+            f"method.window={window} must lie in 3..method.horizon={horizon}: "
+            "a window needs two epoch-to-epoch changes to vary"
+        )

@@ -22,9 +22,11 @@ class Uncertainty(ProxyMethod):
     runs: int = 1
     epoch: int | None = None
 
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        return {"epoch": self.schedule_epochs(ctx) if self.epoch is None else self.epoch}
+
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        proxy = self.proxy_spec
-        epoch = ctx.proxy_settings(proxy.epochs).epochs if self.epoch is None else self.epoch
+        proxy, epoch = self.proxy_spec, self.resolve(ctx).epoch
         rows = [
             self.orient(at_epoch(dynamics(ctx, proxy, k, epoch), self.summary_name, epoch))
             for k in range(self.runs)

@@ -269,12 +269,12 @@ def test_d2_message_passing_and_reverse_suppression_on_a_five_node_path_by_hand(
 
 def test_d2_without_messages_ranks_by_difficulty(cache_dir):
     ctx = _ctx(cache_dir)
-    options = {"difficulty_epoch": 2, "neighbors": 5}
+    options = {"difficulty_options": {"epoch": 2}, "neighbors": 5}
     far = {**options, "gamma_forward": 1e9, "gamma_reverse": 1e9}
     scores = get_method("d2", far).score(ctx)
     el2n = get_method("el2n", {"epoch": 2, "runs": 1}).score(ctx)
     assert np.argsort(-scores).tolist() == np.lexsort((np.arange(64), -el2n)).tolist()
-    forgetting = get_method("d2", {**options, "difficulty": "forgetting"}).score(ctx)
+    forgetting = get_method("d2", {"neighbors": 5, "difficulty": "forgetting"}).score(ctx)
     assert sorted(forgetting.tolist()) == pytest.approx((np.arange(1, 65) / 64).tolist())
 
 
@@ -295,7 +295,7 @@ def test_d2_graph_is_the_symmetrised_knn_graph_by_brute_force():
 def test_ccs_composes_with_feature_scores(cache_dir, name):
     ctx = _ctx(cache_dir)
     scores = get_method(name, {}).score(ctx)
-    spec = PruneSpec(fraction=0.5, strategy="ccs", ccs_beta=0.2, ccs_bins=4)
+    spec = PruneSpec(fraction=0.5, strategy="ccs", ccs_beta=0.2, ccs_bins=4, ccs_cut_by="score")
     kept = select(scores, ctx.labels, spec, seed=0)
     assert kept.size == kept_count(64, 0.5) == np.unique(kept).size
     hardest = np.lexsort((np.arange(64), -scores))[: int(0.2 * 64)]
@@ -330,7 +330,7 @@ def test_each_method_config_names_every_option_and_builds(module):
     resolved = OmegaConf.to_container(
         OmegaConf.create({"score": score, "method": config}), resolve=True
     )["method"]
-    options = {k: v for k, v in resolved.items() if k not in ("name", "label")}
+    options = {k: v for k, v in resolved.items() if k not in ("name", "label", "train_budget")}
     method = get_method(name, options)
     assert type(method).__module__ == module.__name__
     assert set(options) == {f.name for f in fields(method)}

@@ -92,14 +92,14 @@ def test_ccs_drops_the_hardest_beta_and_covers_every_stratum():
     rng = np.random.default_rng(0)
     scores = rng.random(1000)
     labels = np.zeros(1000, int)
-    spec = PruneSpec(fraction=0.8, strategy="ccs", ccs_beta=0.1, ccs_bins=10)
+    spec = PruneSpec(fraction=0.8, strategy="ccs", ccs_beta=0.1, ccs_bins=10, ccs_cut_by="score")
     kept = select(scores, labels, spec, seed=3)
     assert kept.size == 200
     hardest = np.argsort(-scores)[:100]
     assert not set(hardest) & set(kept)
-    # the remaining score range [min, 10th-hardest) is cut in 10 equal bins; each gets 20
+    # the remaining score range [min, 1.0001 x max) is cut in 10 equal bins; each gets 20
     pool = np.setdiff1d(np.arange(1000), hardest)
-    edges = np.linspace(scores[pool].min(), scores[pool].max(), 11)
+    edges = np.linspace(scores[pool].min(), scores[pool].max() * 1.0001, 11)
     per_bin = np.histogram(scores[kept], bins=edges)[0]
     assert per_bin.tolist() == [20] * 10
 
