@@ -23,9 +23,11 @@ def test_preset_composes_with_every_method_of_its_sweep(preset):
     cfg = _compose([f"experiment={preset}"])
     assert cfg.data.name in DATASETS and cfg.model.name in MODELS
     sweep = cfg.hydra.sweeper.params
-    for method in str(sweep.method).split(","):
+    for method in str(sweep.get("method") or cfg.method.name).split(","):
         cell = _compose([f"experiment={preset}", f"method={method}"])
         assert cell.method.name in method_names(), (preset, method)
-    fractions = [float(f) for f in str(sweep["prune.fraction"]).split(",")]
+    fractions = [
+        float(f) for f in str(sweep.get("prune.fraction") or cfg.prune.fraction).split(",")
+    ]
     assert all(0 <= f < 1 for f in fractions)
     assert cfg.results.dir.endswith(preset)
