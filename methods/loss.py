@@ -22,7 +22,8 @@ def loss_from_p_true(p_true: np.ndarray) -> np.ndarray:
 class Loss(ProxyMethod):
     """E_w[-log softmax(f_w(x))_y] at epoch `epoch`, eval mode, un-augmented images.
 
-    Read from the recorded proxy training's true-class probability (stored in float32,
+    `epoch=None` is `epoch_fraction` of the proxy's schedule, as EL2N. Read from the
+    recorded proxy training's true-class probability (stored in float32,
     so losses below ~6e-8 are indistinguishable: they rank as the easiest).
     """
 
@@ -35,15 +36,17 @@ class Loss(ProxyMethod):
     direction = "high = hard = kept first"
     cost = "one recorded proxy training to epoch t per run; reading it is O(N)"
 
-    epoch: int = 20
+    epoch: int | None = None
+    epoch_fraction: float = 0.1
+
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        return {"epoch": self.early_epoch(ctx, self.epoch, self.epoch_fraction)}
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        proxy = self.proxy_spec
+        proxy, epoch = self.proxy_spec, self.resolve(ctx).epoch
         return np.stack(
             [
-                loss_from_p_true(
-                    at_epoch(dynamics(ctx, proxy, k, self.epoch), "p_true", self.epoch)
-                )
+                loss_from_p_true(at_epoch(dynamics(ctx, proxy, k, epoch), "p_true", epoch))
                 for k in range(self.runs)
             ]
         )
