@@ -7,15 +7,16 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks.data import DATASETS
 from benchmarks.models import MODELS
+from benchmarks.pipeline import run
 from methods.registry import method_names
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def _compose(overrides):
+def _compose(overrides, hydra_config=True):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
+        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -31,3 +32,45 @@ def test_preset_composes_with_every_method_of_its_sweep(preset):
     ]
     assert all(0 <= f < 1 for f in fractions)
     assert cfg.results.dir.endswith(preset)
+
+
+# the paper presets at toy scale: digits, a small CNN, 2 epochs; every protocol key of the
+# preset (strategy, budget, schedule, method options) is kept
+PAPER_PRESETS = {
+    "deepcore_cifar10": ["method=herding", "score.proxy_epochs=2"],
+    "ccs_cifar10": ["score.proxy_epochs=2"],
+    "moderate_cifar100": [],
+    "tdds_cifar100": ["method.horizon=3", "method.window=3", "train.epochs=3"],
+    "d2_cifar10": ["score.proxy_epochs=2"],
+    "infobatch_cifar100": [],
+    "rs2_cifar10": ["prune.fraction=0.9"],
+}
+TOY = ["data=digits", "model=cnn", "train.epochs=2", "train.batch_size=64", "device=cpu"]
+
+
+def test_every_paper_preset_is_exercised_here():
+    assert set(PAPER_PRESETS) <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PRESETS))
+def test_paper_preset_runs_at_toy_scale(preset, tmp_path):
+    base = _compose([f"experiment={preset}"])
+    sweep = base.hydra.sweeper.params
+    fraction = str(sweep["prune.fraction"]).split(",")[0]
+    overrides = [
+        f"experiment={preset}",
+        f"prune.fraction={fraction}",
+        *TOY,
+        *PAPER_PRESETS[preset],
+        f"results.dir={tmp_path / 'results'}",
+        f"cache.dir={tmp_path / 'cache'}",
+        "run.checkpoint_steps=0",
+    ]
+    cfg = _compose(overrides, hydra_config=False)
+    for key in ("budget", "schedule", "nesterov", "label_smoothing"):
+        assert cfg.train[key] == base.train[key], key
+    assert cfg.prune.strategy == base.prune.strategy
+    record = run(cfg, progress=False)
+    assert record["status"] == "finished"
+    assert record["cell"]["budget"] == base.train.budget
+    assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
