@@ -8,6 +8,7 @@ python -m analysis plot results --out figures/accuracy
 python -m analysis scores el2n.csv grand.csv forgetting.csv --out scores.md
 python -m analysis subsets results --out kept/     # each cell's kept indices, .npy and .csv
 python -m analysis overlap results                 # Jaccard of kept sets between methods
+python -m analysis compare results --reference ccs_cifar10 --format latex
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.collect import collect
+from analysis.compare import compare, load_reference, render_comparison
 from analysis.errors import AnalysisError
 from analysis.leaderboard import METRICS, build_tables
 from analysis.plot import plot
@@ -52,6 +54,19 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "--out", type=Path, required=True, help="file stem: writes STEM.png, STEM.pdf"
     )
+
+    versus = commands.add_parser(
+        "compare", help="our cells beside the papers' reported accuracies (with citations)"
+    )
+    _source(versus)
+    _selection(versus)
+    versus.add_argument(
+        "--reference",
+        required=True,
+        help="analysis/references/NAME.csv (by NAME) or a CSV path with the same columns",
+    )
+    versus.add_argument("--format", choices=("md", "latex"), default="md")
+    versus.add_argument("--out", type=Path, help="file to write (default: stdout)")
 
     scores = commands.add_parser(
         "scores", help="Spearman agreement and noise AUROC of score exports"
@@ -123,6 +138,7 @@ def _run(args: argparse.Namespace) -> None:
         export_subsets(cells, args.out)
         print(f"analysis: wrote {len(cells)} cells (.npy and .csv) to {args.out}", file=sys.stderr)
         return
+    reference = load_reference(args.reference) if args.command == "compare" else None
     found = collect(args.source, args.group, args.tag)
     for note in found.notes:
         print(f"analysis: note: {note}", file=sys.stderr)
@@ -130,6 +146,9 @@ def _run(args: argparse.Namespace) -> None:
         _write(found.all_runs.to_csv(index=False), args.out)
         return
     tables = build_tables(found.runs, args.metric, args.data, args.model, args.digits)
+    if reference is not None:
+        _write(render_comparison(compare(tables, reference), args.format, args.digits), args.out)
+        return
     if args.command == "leaderboard":
         _write(render(tables, args.format, args.digits), args.out)
     else:

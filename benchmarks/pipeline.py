@@ -320,6 +320,7 @@ def weights_summary(weights: LossWeights | None) -> dict[str, Any]:
     return {
         "weighted": True,
         "weights_batch_normalised": weights.batch_normalise,
+        "weights_batch_mean_scale": weights.batch_mean_scale,
         "weights_sum": float(weights.values.double().sum()),
     }
 

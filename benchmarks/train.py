@@ -207,12 +207,14 @@ class LossWeights:
 
     `values[i]` weighs row i of the trainer's (x, y). The batch loss is mean_b w_b l_b; with
     `batch_normalise`, each batch's weights are first divided by their batch mean, so the
-    loss is sum_b w_b l_b / sum_b w_b (DeepCore's weighted training; a batch-mean-normalised
-    score weight as TDDS trains its subset).
+    loss is sum_b w_b l_b / sum_b w_b (DeepCore's weighted training); with
+    `batch_mean_scale`, the batch's mean loss is multiplied by its weights' mean,
+    mean_b l_b x mean_b w_b (TDDS's train_subset.py: criterion(output, y) * sum(s) / n).
     """
 
     values: torch.Tensor
     batch_normalise: bool = False
+    batch_mean_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.values.ndim != 1:
@@ -221,12 +223,18 @@ class LossWeights:
             )
         if not bool(torch.isfinite(self.values).all()) or bool((self.values < 0).any()):
             raise ValueError("loss weights must be finite and >= 0")
+        if self.batch_normalise and self.batch_mean_scale:
+            raise ValueError("batch_normalise and batch_mean_scale are two different losses")
 
 
 def weighted_batch_loss(
-    losses: torch.Tensor, weights: torch.Tensor | None, batch_normalise: bool = False
+    losses: torch.Tensor,
+    weights: torch.Tensor | None,
+    batch_normalise: bool = False,
+    batch_mean_scale: bool = False,
 ) -> torch.Tensor:
-    """The loss one SGD step minimises: mean_b w_b l_b (plain mean without weights).
+    """The loss one SGD step minimises: mean_b w_b l_b (plain mean without weights;
+    `batch_mean_scale`: mean_b l_b x mean_b w_b, see `LossWeights`).
 
     The one place where per-example weights enter training, for static subsets and
     dynamic samplers (InfoBatch's rescaling) alike.
@@ -234,6 +242,8 @@ def weighted_batch_loss(
     if weights is None:
         return losses.mean()
     weights = weights.to(losses.dtype)
+    if batch_mean_scale:
+        return losses.mean() * weights.mean()
     if batch_normalise:
         weights = weights / weights.mean().clamp_min(torch.finfo(losses.dtype).tiny)
     return (losses * weights).mean()
@@ -362,7 +372,8 @@ def train(
             else:
                 batch_weights = None if weights is None else weight_values[idx]
                 normalise = weights is not None and weights.batch_normalise
-                loss = weighted_batch_loss(losses, batch_weights, normalise)
+                scale = weights is not None and weights.batch_mean_scale
+                loss = weighted_batch_loss(losses, batch_weights, normalise, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

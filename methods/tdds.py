@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from benchmarks.errors import ConfigError
+from benchmarks.train import LossWeights
 from methods.base import ScoreContext
 from methods.dynamics import at_epoch, dynamics
 from methods.proxy_method import ProxyMethod, epoch_at
@@ -39,7 +41,8 @@ class TDDS(ProxyMethod):
     (the official code uses the training-mode outputs seen during each epoch).
     `horizon=None` is `horizon_fraction` of the proxy's schedule (official README: the first
     30 of 200 epochs, 0.15; at least 3); `window=None` is a third of the horizon (official:
-    10 of 30; within 3..horizon).
+    10 of 30; within 3..horizon). `weighted=true` trains the subset as the official
+    train_subset.py (see `subset_weights`).
     """
 
     name = "tdds"
@@ -60,6 +63,7 @@ class TDDS(ProxyMethod):
     horizon_fraction: float = 0.15
     window: int | None = None
     decay: float = 0.9
+    weighted: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,6 +81,22 @@ class TDDS(ProxyMethod):
             window = min(horizon, epoch_at(1 / 3, horizon, minimum=3))
         _check_window(window, horizon)
         return {"horizon": horizon, "window": window}
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        self._scores = super().score(ctx)
+        return self._scores
+
+    def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights | None:
+        """`weighted`: the official subset training, each batch's mean loss times the batch
+        mean of the TDDS score min-max normalised over the whole training set."""
+        if not self.weighted:
+            return None
+        scores = getattr(self, "_scores", None)
+        if scores is None:
+            scores = self.score(ctx)
+        span = scores.max() - scores.min()
+        normalised = (scores - scores.min()) / (span if span > 0 else 1.0)
+        return LossWeights(torch.from_numpy(normalised[kept]).float(), batch_mean_scale=True)
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy, resolved = self.proxy_spec, self.resolve(ctx)

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from synthetic import synthetic_ctx
 
 from benchmarks.errors import ConfigError
+from benchmarks.train import LossWeights, weighted_batch_loss
 from methods.ccs import ccs_cut_scores
 from methods.d2 import d2_budgets
 from methods.dynamics import DynamicsRecorder, Proxy, at_epoch, dynamics
@@ -373,3 +374,26 @@ def test_d2_takes_any_registered_score_and_forgetting_never_learned_counts_zero(
     with pytest.raises(ConfigError, match="mode=class is D2's own"):
         d2c = get_method("d2", {"mode": "class"})
         d2c.select_subset(ctx, np.zeros(ctx.n), PruneSpec(fraction=0.5, keep="easy"), 0)
+
+
+def test_tdds_official_subset_loss_is_the_batch_mean_loss_times_the_batch_mean_score():
+    losses = torch.tensor([0.5, 2.0, 1.0, 4.0], dtype=torch.float64)
+    s = torch.tensor([0.0, 1.0, 0.25, 0.75], dtype=torch.float64)
+    # train_subset.py: loss = criterion(output, target) * sum(s) / n, criterion a mean CE
+    official = losses.mean() * s.sum() / 4
+    assert weighted_batch_loss(losses, s, batch_mean_scale=True) == pytest.approx(float(official))
+    with pytest.raises(ValueError, match="two different losses"):
+        LossWeights(s, batch_normalise=True, batch_mean_scale=True)
+
+
+def test_tdds_weighted_subset_weights_are_the_min_max_normalised_scores(tmp_path):
+    ctx = synthetic_ctx(tmp_path, epochs=4)
+    method = get_method("tdds", {"horizon": 4, "window": 3, "weighted": True})
+    scores = method.score(ctx)
+    kept = np.array([3, 10, 20, 40])
+    weights = method.subset_weights(ctx, kept)
+    # data_subset.py: score = (sorted_score - min) / (max - min) over the whole training set
+    expected = (scores - scores.min()) / (scores.max() - scores.min())
+    assert weights.batch_mean_scale and not weights.batch_normalise
+    assert weights.values.numpy() == pytest.approx(expected[kept], abs=1e-6)
+    assert get_method("tdds", {"horizon": 4, "window": 3}).subset_weights(ctx, kept) is None

@@ -74,3 +74,5 @@ def test_paper_preset_runs_at_toy_scale(preset, tmp_path):
     assert record["status"] == "finished"
     assert record["cell"]["budget"] == base.train.budget
     assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+    if preset == "tdds_cifar100":  # the official subset training: batch-mean score scaling
+        assert record["selection"]["weights_batch_mean_scale"] is True
