@@ -76,8 +76,10 @@ DATA_SET_KEYS: dict[str, type] = {"cinic10": Cinic10Keys, "imagenet": ImagenetKe
 
 @dataclass
 class CcsConfig:
-    beta: float = 0.0
+    # a number, or a table {removed fraction: beta} (methods.select.ccs_beta_for)
+    beta: Any = 0.0
     bins: int = 50
+    cut_by: str = "aum"
 
 
 @dataclass
@@ -113,8 +115,11 @@ class TrainConfig:
 
 @dataclass
 class ScoreProtocolConfig:
-    epoch: int = 20
+    # null: epoch_fraction of the proxy's schedule (methods.proxy_method.epoch_at)
+    epoch: int | None = None
+    epoch_fraction: float = 0.1
     runs: int = 10
+    proxy_epochs: int | None = None
 
 
 @dataclass

@@ -316,7 +316,7 @@ def test_each_gradient_method_config_names_every_option_and_builds(module):
     method = get_method(name, options)
     assert type(method).__module__ == module.__name__
     assert set(options) == {f.name for f in fields(method)}
-    assert config["proxy"] == {"model": None, "epochs": None, "seed": 0}
+    assert config["proxy"] == {"model": None, "epochs": "${score.proxy_epochs}", "seed": 0}
     assert all(getattr(method, attr) for attr in ("summary", "paper", "direction"))
 
 
