@@ -244,6 +244,8 @@ def test_each_new_method_config_names_every_option_and_builds(module):
     assert list(config)[:2] == ["name", "label"] and config["label"] is None
     assert config["name"] == name
     options = {k: v for k, v in config.items() if k not in ("name", "label")}
+    # the shared proxy schedule is an interpolation (score.proxy_epochs), null by default
+    options["proxy"] = {**options["proxy"], "epochs": None}
     options = {
         k: (1 if isinstance(v, str) and v.startswith("${") else v) for k, v in options.items()
     }

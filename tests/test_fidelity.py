@@ -397,3 +397,17 @@ def test_tdds_weighted_subset_weights_are_the_min_max_normalised_scores(tmp_path
     assert weights.batch_mean_scale and not weights.batch_normalise
     assert weights.values.numpy() == pytest.approx(expected[kept], abs=1e-6)
     assert get_method("tdds", {"horizon": 4, "window": 3}).subset_weights(ctx, kept) is None
+
+
+@pytest.mark.parametrize(("offset", "fraction"), [(0, 0.5), (3, 0.6), (7, 0.8)])
+def test_data_diet_offset_from_the_easiest_end_is_keep_easy_with_that_offset(offset, fraction):
+    scores = np.random.default_rng(offset).random(20)
+    k = kept_count(20, fraction)
+    # Data Diet's sliding window: examples sorted from easiest up, keep ranks [offset, offset + k)
+    data_diet = np.sort(np.argsort(scores, kind="stable")[offset : offset + k])
+    spec = PruneSpec(fraction=fraction, keep="easy", offset=offset)
+    assert select(scores, np.zeros(20, int), spec, seed=0).tolist() == data_diet.tolist()
+    # ours under keep=hard counts from the hardest end instead
+    hard = np.sort(np.argsort(-scores, kind="stable")[offset : offset + k])
+    spec = PruneSpec(fraction=fraction, offset=offset)
+    assert select(scores, np.zeros(20, int), spec, seed=0).tolist() == hard.tolist()
