@@ -50,6 +50,7 @@ from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
 from methods.base import PruningMethod, ScoreContext
 from methods.ccs import ccs_cut_scores
+from methods.proxy_method import epoch_at
 from methods.select import PruneSpec, ccs_beta_for, kept_count
 
 
@@ -147,6 +148,15 @@ def method_from_config(cfg: DictConfig) -> tuple[PruningMethod, str]:
     return get_method(name, options), str(label)
 
 
+def shared_score_epoch(cfg: DictConfig) -> int:
+    """The shared early-training epoch (score.epoch, or its fraction of the proxy's schedule)."""
+    if cfg.score.get("epoch") is not None:
+        return int(cfg.score.epoch)
+    fraction = float(cfg.score.get("epoch_fraction", 0.1))
+    epochs = cfg.score.get("proxy_epochs") or cfg.train.epochs
+    return epoch_at(fraction, int(epochs), minimum=int(fraction > 0))
+
+
 def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
     """Load the data set, carve validation, inject label noise, and move it to the device."""
     ds = load_dataset(cfg.data)
@@ -184,7 +194,7 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         model_options=model_options(cfg.model),
         train_cfg=OmegaConf.to_container(cfg.train, resolve=True),
         cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
-        keep_weights_at=(int(cfg.score.epoch),) if cfg.get("score") else (),
+        keep_weights_at=(shared_score_epoch(cfg),) if cfg.get("score") else (),
         origin=ds.origin[train_index],
         source_n_train=ds.source_n_train,
         source_fingerprint=ds.source_fingerprint,
