@@ -203,8 +203,6 @@ class D2Pruning(FeatureMethod):
     gamma_reverse: float = 1.0
     knn: str = "exact"
 
-    epoch_options = ("epoch",)
-
     def __post_init__(self) -> None:
         super().__post_init__()
         cls = METHODS.get(self.difficulty)
