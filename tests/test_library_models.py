@@ -140,6 +140,7 @@ def test_exact_grand_runs_end_to_end_on_digits(tmp_path, overrides):
         "method.runs=1",
         "train.epochs=1",
         "data.max_train=200",
+        "data.max_test=100",
     )
     assert proc.returncode == 0, proc.stderr
     (rec,) = records(tmp_path)
