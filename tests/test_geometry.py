@@ -92,7 +92,7 @@ SPECS = [
     PruneSpec(fraction=0.9, balance=True),
     PruneSpec(fraction=0.5, offset=20),
     PruneSpec(fraction=0.5, keep="easy"),
-    PruneSpec(fraction=0.5, strategy="ccs", ccs_beta=0.1, ccs_bins=5),
+    PruneSpec(fraction=0.5, strategy="ccs", ccs_beta=0.1, ccs_bins=5, ccs_cut_by="score"),
 ]
 
 

@@ -50,7 +50,8 @@ def test_export_index_is_the_original_training_index(work):
     [
         ["prune.keep=hard,easy", "prune.balance=false,true"],
         ["prune.offset=40", "prune.fraction=0.3"],
-        ["prune.strategy=ccs", "prune.ccs.beta=0.1", "prune.ccs.bins=5"],
+        # cut by the exported score itself (the default cut is CCS's own AUM, not exported)
+        ["prune.strategy=ccs", "prune.ccs.beta=0.1", "prune.ccs.bins=5", "prune.ccs.cut_by=score"],
     ],
 )
 def test_sidecar_is_what_select_keeps_from_the_export(work, tmp_path, prune):
@@ -70,6 +71,7 @@ def test_sidecar_is_what_select_keeps_from_the_export(work, tmp_path, prune):
             strategy=p["strategy"],
             ccs_beta=p["ccs"]["beta"],
             ccs_bins=p["ccs"]["bins"],
+            ccs_cut_by=p["ccs"]["cut_by"],
         )
         positions = select(
             export["score"].to_numpy(), export["label"].to_numpy(), spec, derive_seed(1, "select")
