@@ -1,1 +1,0 @@
-"""An example prunebench plugin; each module registers one thing when imported."""
