@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_data import fake_mnist, mnist_cfg
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
@@ -17,7 +18,6 @@ from benchmarks.data import load_dataset
 from benchmarks.models import build_model
 from benchmarks.results import save_record
 from benchmarks.train import Checkpointing, TrainSettings, train
-from tests.test_data import fake_mnist, mnist_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["train.epochs=1", "data.max_train=200", "data.max_test=100", "run.progress=false"]
