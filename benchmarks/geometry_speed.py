@@ -73,7 +73,7 @@ def _d2(x: np.ndarray, labels: np.ndarray, index: str = "exact") -> None:
 
 
 def _prototypes(x: np.ndarray, labels: np.ndarray) -> None:
-    prototype_distances(x, int(labels.max()) + 1, normalize=True, seed=0, n_init=3)
+    prototype_distances(x, int(labels.max()) + 1, normalize=True, seed=0)
 
 
 def _moderate(x: np.ndarray, labels: np.ndarray) -> None:

@@ -8,6 +8,7 @@ rows, faiss, and stop where the selection reads no further.
 import json
 from types import SimpleNamespace
 
+import faiss
 import numpy as np
 import pytest
 
@@ -149,3 +150,17 @@ def test_geometry_benchmark_runs_each_method_in_its_own_process(tmp_path, capsys
     assert [r["n"] for r in payload["results"]["d2"]["rows"]] == [300, 600]
     assert all(r["seconds"] > 0 for r in payload["results"]["d2"]["rows"])
     assert "| d2 |" in capsys.readouterr().out
+
+
+def test_prototypes_k_means_settings_are_faiss_defaults_and_explicit_options():
+    defaults, method = faiss.ClusteringParameters(), get_method("prototypes", {})
+    assert (method.iterations, method.n_init, method.max_points_per_centroid) == (
+        defaults.niter,
+        defaults.nredo,
+        defaults.max_points_per_centroid,
+    )
+    every_point = get_method("prototypes", {"max_points_per_centroid": None})
+    assert every_point.max_points_per_centroid is None
+    for bad in ({"iterations": 0}, {"max_points_per_centroid": 0}, {"n_init": 0}):
+        with pytest.raises(ConfigError, match=f"method.{next(iter(bad))}=0 must be >= 1"):
+            get_method("prototypes", bad)
