@@ -10,7 +10,7 @@ from scipy.stats import beta as beta_distribution
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod
+from methods.proxy_method import ProxyMethod, epoch_at
 from methods.registry import register
 from methods.select import PruneSpec, kept_count, select
 
@@ -63,6 +63,9 @@ def beta_sample(probabilities: np.ndarray, count: int, rng: np.random.Generator)
 class DUAL(ProxyMethod):
     """DUAL over the eval-mode true-class probability after epochs 1..`horizon` of the proxy.
 
+    `horizon=None` is `horizon_fraction` of the proxy's schedule (official CIFAR setting: the
+    first 30 of 200 epochs, 0.15; at least 2), `window=None` a third of the horizon (official:
+    10 of 30; within 2..horizon), so that DUAL stays early whatever the schedule's length.
     The official code uses the training-mode outputs seen during each epoch. With
     `sampling=beta` the kept set is drawn by DUAL's Beta sampling (its paper's choice at
     high pruning rates) instead of the top scores.
@@ -80,18 +83,19 @@ class DUAL(ProxyMethod):
     direction = "high = uncertain and not yet learned = kept first"
     cost = "one recorded proxy training to epoch T per run; O(N T) to score; Beta sampling O(N)"
 
+    epoch_options = ("horizon",)
+
     runs: int = 1
-    horizon: int = 30
-    window: int = 10
+    horizon: int | None = None
+    horizon_fraction: float = 0.15
+    window: int | None = None
     sampling: str = "topk"
     c_d: float = 4.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 2 <= self.window <= self.horizon:
-            raise ConfigError(
-                f"method.window={self.window} must lie in 2..method.horizon={self.horizon}"
-            )
+        if self.window is not None and self.horizon is not None:
+            _check_window(self.window, self.horizon)
         if self.sampling not in SAMPLING:
             raise ConfigError(
                 f"method.sampling={self.sampling!r} is not one of {', '.join(SAMPLING)}"
@@ -99,12 +103,24 @@ class DUAL(ProxyMethod):
         if self.c_d <= 0:
             raise ConfigError(f"method.c_d={self.c_d} must be > 0")
 
+    def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
+        horizon = self.horizon
+        if horizon is None:
+            horizon = epoch_at(self.horizon_fraction, self.schedule_epochs(ctx), minimum=2)
+        window = self.window
+        if window is None:
+            window = min(horizon, epoch_at(1 / 3, horizon, minimum=2))
+        _check_window(window, horizon)
+        return {"horizon": horizon, "window": window}
+
     def _p_true(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        d = dynamics(ctx, self.proxy_spec, run, self.horizon)
-        return np.stack([at_epoch(d, "p_true", e) for e in range(1, self.horizon + 1)])
+        horizon = self.resolve(ctx).horizon
+        d = dynamics(ctx, self.proxy_spec, run, horizon)
+        return np.stack([at_epoch(d, "p_true", e) for e in range(1, horizon + 1)])
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        return np.stack([dual_scores(self._p_true(ctx, k), self.window) for k in range(self.runs)])
+        window = self.resolve(ctx).window
+        return np.stack([dual_scores(self._p_true(ctx, k), window) for k in range(self.runs)])
 
     def select_subset(
         self,
@@ -125,3 +141,8 @@ class DUAL(ProxyMethod):
         probabilities = beta_probabilities(mean_p, scores, spec.fraction, self.c_d)
         count = kept_count(ctx.n, spec.fraction)
         return beta_sample(probabilities, count, np.random.default_rng(seed))
+
+
+def _check_window(window: int, horizon: int) -> None:
+    if not 2 <= window <= horizon:
+        raise ConfigError(f"method.window={window} must lie in 2..method.horizon={horizon}")

@@ -79,6 +79,19 @@ def test_dual_method_reads_the_true_class_probability_after_epochs_1_to_t(cache_
     assert set(uncertain.tolist()) == set(np.argsort(-_official_dual(p_true, 3))[:16].tolist())
 
 
+def test_dual_defaults_follow_the_proxy_schedule_as_the_official_30_of_200(cache_dir):
+    """horizon: 0.15 of a 20-epoch schedule = 3 epochs; window: a third of it, at least 2."""
+    ctx = _ctx(cache_dir)
+    method = get_method("dual", {"proxy": {"epochs": 20}})
+    resolved = method.resolve(ctx)
+    assert (resolved.horizon, resolved.window) == (3, 2)
+    d = dynamics(ctx, Proxy(epochs=20), 0, 3)
+    p_true = np.stack([at_epoch(d, "p_true", e) for e in range(1, 4)])
+    np.testing.assert_allclose(method.score(ctx), _official_dual(p_true, 2) / 10, rtol=1e-6)
+    with pytest.raises(ConfigError, match="method.window=5 must lie in 2..method.horizon=3"):
+        get_method("dual", {"horizon": 3, "window": 5})
+
+
 def test_beta_probabilities_restate_the_official_beta_sampling():
     rng = np.random.default_rng(1)
     mean_p, scores = rng.uniform(0.05, 0.95, 50), rng.uniform(size=50)
