@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from PIL import Image
+from test_data_peers import write_tiny_zip
 
 from benchmarks.data import DATASETS
 from benchmarks.models import MODELS
@@ -49,7 +51,7 @@ TOY = ["data=digits", "model=cnn", "train.epochs=2", "train.batch_size=64", "dev
 
 
 def test_every_paper_preset_is_exercised_here():
-    assert set(PAPER_PRESETS) <= set(PRESETS)
+    assert set(PAPER_PRESETS) | set(DATA_PRESETS) <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", sorted(PAPER_PRESETS))
@@ -76,3 +78,58 @@ def test_paper_preset_runs_at_toy_scale(preset, tmp_path):
     assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
     if preset == "tdds_cifar100":  # the official subset training: batch-mean score scaling
         assert record["selection"]["weights_batch_mean_scale"] is True
+
+
+def write_imagenet_folder(root: Path, per_class: int = 10) -> None:
+    """ILSVRC-2012's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, two classes of solid images."""
+    for split, count in (("train", per_class), ("val", 2)):
+        for c, wnid in enumerate(("n01440764", "n01443537")):
+            folder = root / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                value = 120 * c + 5 * i
+                Image.new("RGB", (24, 20), (value, 255 - value, value // 2)).save(
+                    folder / f"{wnid}_{i}.JPEG", "JPEG"
+                )
+
+
+# the presets of the peers' data sets on tiny files in their official formats, with the
+# preset's own model (narrowed where the family allows), one epoch
+DATA_PRESETS = {
+    "moderate_tiny_imagenet": (
+        lambda root: write_tiny_zip(root / "tiny-imagenet-200.zip"),
+        ["model.kwargs={width_per_group:4}"],
+    ),
+    "ccs_imagenet": (write_imagenet_folder, ["data.resolution=16", "score.proxy_epochs=1"]),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(DATA_PRESETS))
+def test_data_preset_runs_on_tiny_files_in_the_official_format(preset, tmp_path):
+    write_files, options = DATA_PRESETS[preset]
+    write_files(tmp_path / "data")
+    base = _compose([f"experiment={preset}"])
+    fraction = str(base.hydra.sweeper.params["prune.fraction"]).split(",")[0]
+    overrides = [
+        f"experiment={preset}",
+        f"prune.fraction={fraction}",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "device=cpu",
+        *options,
+        f"data.root={tmp_path / 'data'}",
+        "data.download=false",
+        f"results.dir={tmp_path / 'results'}",
+        f"cache.dir={tmp_path / 'cache'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "run.checkpoint_steps=0",
+    ]
+    cfg = _compose(overrides, hydra_config=False)
+    assert cfg.model.arch == base.model.arch and cfg.data.name == base.data.name
+    for key in ("budget", "schedule", "nesterov", "weight_decay", "momentum", "lr"):
+        assert cfg.train[key] == base.train[key], key
+    assert cfg.prune.strategy == base.prune.strategy
+    record = run(cfg, progress=False)
+    assert record["status"] == "finished"
+    assert record["cell"]["budget"] == base.train.budget
+    assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
