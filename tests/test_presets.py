@@ -46,6 +46,14 @@ PAPER_PRESETS = {
     "d2_cifar10": ["score.proxy_epochs=2"],
     "infobatch_cifar100": [],
     "rs2_cifar10": ["prune.fraction=0.9"],
+    # digits and the CNN replace ImageNet and ResNet-50: drop their own keys
+    "dyn_unc_imagenet": [
+        "~data.resolution",
+        "~model.arch",
+        "data.augment.crop_padding=2",
+        "score.proxy_epochs=3",
+        "method.window=3",
+    ],
 }
 TOY = ["data=digits", "model=cnn", "train.epochs=2", "train.batch_size=64", "device=cpu"]
 
