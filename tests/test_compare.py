@@ -1,6 +1,7 @@
 """`python -m analysis compare`: our cells from tiny real runs beside a small reference file."""
 
 import math
+from dataclasses import replace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -11,7 +12,10 @@ from analysis.collect import collect
 from analysis.compare import REFERENCES, compare, load_reference, render_comparison
 from analysis.errors import AnalysisError
 from analysis.leaderboard import build_tables
+from benchmarks.data import DATASETS
+from benchmarks.models import MODELS
 from benchmarks.pipeline import run
+from methods.registry import method_names
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +91,18 @@ def test_shipped_references_load_and_every_row_cites_its_source(name):
     frame = load_reference(name)
     assert len(frame) and frame["source"].str.len().min() > 10
     assert frame["mean"].between(0, 100).all()
+    # rows join our tables by these names: each must be one prunebench registers
+    assert set(frame["method"]) <= set(method_names())
+    assert all(d in DATASETS for d in frame["data"]) and all(m in MODELS for m in frame["model"])
+
+
+def test_a_shipped_reference_meets_the_cell_of_its_data_and_model(results):
+    """Our tiny table, labelled as CIFAR-100 / ResNet-18, against tdds_cifar100: its full-data
+    row (Table 1: 78.21, no std) meets our full cell; its TDDS rows find no run."""
+    root, acc = results
+    tables = build_tables(collect(str(root)).runs)
+    tables = [replace(t, data="cifar100", model="resnet18") for t in tables]
+    found = {(c.method, c.fraction): c for c in compare(tables, load_reference("tdds_cifar100"))}
+    assert found[("full", 0.0)].difference == pytest.approx(acc["full"][0] - 78.21)
+    assert found[("full", 0.0)].within is None
+    assert found[("tdds", 0.9)].ours is None and found[("tdds", 0.9)].their_std == 0.22
