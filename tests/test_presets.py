@@ -46,14 +46,6 @@ PAPER_PRESETS = {
     "d2_cifar10": ["score.proxy_epochs=2"],
     "infobatch_cifar100": [],
     "rs2_cifar10": ["prune.fraction=0.9"],
-    # digits and the CNN replace ImageNet and ResNet-50: drop their own keys
-    "dyn_unc_imagenet": [
-        "~data.resolution",
-        "~model.arch",
-        "data.augment.crop_padding=2",
-        "score.proxy_epochs=3",
-        "method.window=3",
-    ],
 }
 TOY = ["data=digits", "model=cnn", "train.epochs=2", "train.batch_size=64", "device=cpu"]
 
@@ -109,6 +101,16 @@ DATA_PRESETS = {
         ["model.kwargs={width_per_group:4}"],
     ),
     "ccs_imagenet": (write_imagenet_folder, ["data.resolution=16", "score.proxy_epochs=1"]),
+    "dyn_unc_imagenet": (
+        write_imagenet_folder,
+        [
+            "data.resolution=16",
+            "data.augment.crop_padding=2",
+            "model.kwargs={width_per_group:4}",
+            "score.proxy_epochs=2",
+            "method.window=2",
+        ],
+    ),
 }
 
 
