@@ -7,18 +7,22 @@ outputs of a realistic shape: 10 balanced classes, penultimate features of width
 `--feature-dim` (64: the `cnn` of width 32; last-layer gradients then have
 10 x 65 = 650 dimensions), logits, a recorded 30-epoch training for the dynamics scores
 and a validation split for GLISTER. The outputs are written into a fresh cache through
-the cache's own API, so the methods run their real code path. DeepFool and VoG work on
-images: VoG's cost is one input-gradient pass per checkpoint (one per proxy epoch), timed
-on random 28 x 28 grey images with the `cnn` of width 16 (the quick_fashion proxy);
-DeepFool's depends on how many iterations a trained proxy needs to flip each example, so
-it is timed only in real runs (`selection.score_cost` of its records). Repeats are
-interleaved (every method once per round) and the median counts.
+the cache's own API, so the methods run their real code path, at the selection depth of
+a keep=hard top-k run keeping `--kept` of the data (the greedy orders stop where that
+selection reads no further, as in a real run). DeepFool and VoG work on images, timed
+on random 28 x 28 grey images with the `cnn` of width 16 (the quick_fashion proxy) at
+initialisation: VoG's one input-gradient pass per checkpoint (one per proxy epoch);
+DeepFool's whole attack with its defaults (at most 50 iterations, overshoot 0.02, batch
+256) — its iterations per example depend on the network (a trained proxy's differ), so
+the mean count is printed beside it. Repeats are interleaved (every method once per
+round) and the median counts; wall and CPU seconds and the 1-minute load are recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -32,6 +36,7 @@ from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from methods import get_method
 from methods.base import ScoreContext
+from methods.deepfool import DeepFool, deepfool_scores
 from methods.dynamics import RECORDED_SUMMARIES, RECORDER_VERSION, Proxy, proxy_material
 from methods.select import PruneSpec
 from methods.vog import true_logit_input_gradients
@@ -55,8 +60,9 @@ CASES: tuple[tuple[str, str, dict[str, Any], dict[str, Any]], ...] = (
     ("gradmatch", "gradmatch", {}, {"balance": True}),
     ("glister", "glister", {}, {"balance": True}),
     ("vog (one checkpoint)", "vog (one checkpoint)", {}, {}),
+    ("deepfool", "deepfool", {}, {}),
 )
-IMAGE_CASES = ("vog (one checkpoint)",)
+IMAGE_CASES = ("vog (one checkpoint)", "deepfool")
 EPOCHS = 30
 # logits per example (K); `classes` (how many of them have examples) may be fewer
 NUM_CLASSES = 10
@@ -126,28 +132,44 @@ def synthetic_context(
     return ctx
 
 
-def time_image_case(ctx: ScoreContext) -> float:
-    """One VoG checkpoint's input-gradient pass over the training set, at initialisation."""
+def time_image_case(ctx: ScoreContext, name: str) -> tuple[float, dict[str, float]]:
+    """VoG's input-gradient pass of one checkpoint, or DeepFool's attack, at initialisation."""
+    model = ctx.build_model(None, 0)
+    if name == "deepfool":
+        rows = []
+        model.head.register_forward_hook(lambda _m, inputs, _o: rows.append(len(inputs[0])))
+        defaults = DeepFool()
+        start = time.perf_counter()
+        deepfool_scores(
+            model, ctx.train_x, defaults.max_iter, defaults.overshoot, defaults.batch_size
+        )
+        seconds = time.perf_counter() - start
+        # one forward of every example, then two (linearise, check) per active example
+        return seconds, {"iterations": (sum(rows) - ctx.n) / (2 * ctx.n)}
     start = time.perf_counter()
-    true_logit_input_gradients(ctx.build_model(None, 0), ctx.train_x, ctx.train_y, 256)
-    return time.perf_counter() - start
+    true_logit_input_gradients(model, ctx.train_x, ctx.train_y, 256)
+    return time.perf_counter() - start, {}
 
 
 def time_case(
-    ctx: ScoreContext, name: str, options: dict[str, Any], prune: dict[str, Any]
-) -> float:
-    """Seconds for score + selection + subset weights at half the data removed."""
+    ctx: ScoreContext, name: str, options: dict[str, Any], spec: PruneSpec
+) -> dict[str, float]:
+    """Wall and CPU seconds of score + selection + subset weights, and the load before."""
+    load = os.getloadavg()[0]
+    cpu = time.process_time()
     if name in IMAGE_CASES:
-        return time_image_case(ctx)
-    method = get_method(name, options)
-    start = time.perf_counter()
-    scores = method.score(ctx)
-    kept = method.select_subset(ctx, scores, PruneSpec(fraction=0.5, **prune), seed=0)
-    method.subset_weights(ctx, kept)
-    seconds = time.perf_counter() - start
-    if ctx.cost.trainings_run:
-        raise RuntimeError(f"{name} trained a proxy: the timing would not be the selection's")
-    return seconds
+        seconds, extra = time_image_case(ctx, name)
+    else:
+        ctx.prune = spec
+        method = get_method(name, options)
+        start = time.perf_counter()
+        scores = method.score(ctx)
+        kept = method.select_subset(ctx, scores, spec, seed=0)
+        method.subset_weights(ctx, kept)
+        seconds, extra = time.perf_counter() - start, {}
+        if ctx.cost.trainings_run:
+            raise RuntimeError(f"{name} trained a proxy: the timing would not be the selection's")
+    return {"wall": seconds, "cpu": time.process_time() - cpu, "load": load, **extra}
 
 
 def main() -> None:
@@ -156,6 +178,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--feature-dim", type=int, default=64)
     parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--kept", type=float, default=0.5, help="fraction kept (depth read)")
     parser.add_argument(
         "--classes", type=int, default=10, help="1: time one class of n (per-class methods)"
     )
@@ -163,7 +186,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("selection_speed.json"))
     args = parser.parse_args()
     cases = [c for c in CASES if not args.only or c[0] in args.only]
-    timings: dict[str, dict[int, list[float]]] = {c[0]: {n: [] for n in args.sizes} for c in cases}
+    timings: dict[str, dict[int, list[dict[str, float]]]] = {
+        c[0]: {n: [] for n in args.sizes} for c in cases
+    }
     with tempfile.TemporaryDirectory() as tmp:
         contexts = {
             n: synthetic_context(
@@ -174,16 +199,21 @@ def main() -> None:
         for _ in range(args.repeats):
             for n in args.sizes:
                 for label, name, options, prune in cases:
-                    timings[label][n].append(time_case(contexts[n], name, options, prune))
-                    print(f"{label} n={n}: {timings[label][n][-1]:.2f} s", flush=True)
-    header = " | ".join(f"{n:,} examples (s)" for n in args.sizes)
+                    spec = PruneSpec(fraction=1.0 - args.kept, **prune)
+                    timings[label][n].append(time_case(contexts[n], name, options, spec))
+                    print(f"{label} n={n}: {json.dumps(timings[label][n][-1])}", flush=True)
+                    args.out.write_text(
+                        json.dumps({"threads": torch.get_num_threads(), "timings": timings})
+                    )
+    header = " | ".join(f"{n:,}: wall / CPU s (runs)" for n in args.sizes)
     print(f"\n| method | {header} |\n| --- |{' ---: |' * len(args.sizes)}")
     for label, per_size in timings.items():
-        cells = " | ".join(f"{statistics.median(t):.2f}" for t in per_size.values())
+        cells = " | ".join(
+            f"{statistics.median(r['wall'] for r in t):.2f} / "
+            f"{statistics.median(r['cpu'] for r in t):.2f} ({len(t)})"
+            for t in per_size.values()
+        )
         print(f"| {label} | {cells} |")
-    args.out.write_text(
-        json.dumps({"threads": torch.get_num_threads(), "timings": timings}, indent=1)
-    )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,20 @@ class _OnNormalised(nn.Module):
         return self.model.head(self.model.body(z))
 
 
+def deepfool_scores(
+    model: Classifier, x: torch.Tensor, max_iter: int, overshoot: float, batch_size: int
+) -> np.ndarray:
+    """||r||_2 of each raw image x [N, C, H, W] (float64), the network frozen, eval mode."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = _OnNormalised(model).eval()
+    norms = []
+    for i in range(0, x.shape[0], batch_size):
+        z = model.normalize(x[i : i + batch_size])
+        norms.append(deepfool_norms(wrapped, z, max_iter, overshoot).cpu())
+    return torch.cat(norms).double().numpy()
+
+
 @register
 @dataclass
 class DeepFool(ProxyMethod):
@@ -132,15 +146,11 @@ class DeepFool(ProxyMethod):
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             model, cost = proxy_network(ctx, proxy, run, epoch)
             start = time.perf_counter()
-            for p in model.parameters():
-                p.requires_grad_(False)
-            wrapped = _OnNormalised(model).eval()
-            norms = []
-            for i in range(0, ctx.n, self.batch_size):
-                z = model.normalize(ctx.train_x[i : i + self.batch_size])
-                norms.append(deepfool_norms(wrapped, z, self.max_iter, self.overshoot).cpu())
+            norms = deepfool_scores(
+                model, ctx.train_x, self.max_iter, self.overshoot, self.batch_size
+            )
             meta = {**cost, "seconds": time.perf_counter() - start}
-            return {"deepfool": torch.cat(norms).double().numpy()}, meta
+            return {"deepfool": norms}, meta
 
         material = {
             **proxy_material(ctx, proxy, run),

@@ -9,7 +9,7 @@ import numpy as np
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.features import order_scores, picks_needed
-from methods.last_layer import GradientMethod, split_by_class
+from methods.last_layer import GradientFactors, GradientMethod, split_by_class
 from methods.registry import register
 
 
@@ -30,7 +30,7 @@ def validation_gradient(
 
 
 def glister_order(
-    gradients: np.ndarray,
+    gradients: np.ndarray | GradientFactors,
     val_logits: np.ndarray,
     val_features: np.ndarray,
     val_labels: np.ndarray,
@@ -42,7 +42,8 @@ def glister_order(
     <g_e, grad L_val(theta_S)> is the first-order decrease of the validation loss when
     theta_S takes a step -eta g_e (divided by eta); theta_S = theta_0 - eta mean_{s in S} g_s
     (DeepCore's update; training gradients stay at theta_0). Exact greedy: every gain is
-    recomputed each step, O(n (K D) + n_val K D) per pick.
+    recomputed each step, one product A v (n (K + D) floats read on `GradientFactors`)
+    and O(n_val K D) per pick. `steps` stops after that many picks.
     """
     n = gradients.shape[0]
     onehot = np.eye(val_logits.shape[1])[val_labels]
@@ -82,8 +83,8 @@ class Glister(GradientMethod):
     )
     direction = "high = picked earlier (most validation-loss decrease) = kept first"
     cost = (
-        "one proxy training per run; exact greedy O(n_c^2 d + n_c n_val,c d) per class, d "
-        "= K (D + 1)"
+        "one proxy training per run; exact greedy O(n_c K D + n_val,c K D) per pick, up to "
+        "the picks the selection reads, per class"
     )
 
     eta: float | None = None
@@ -105,8 +106,8 @@ class Glister(GradientMethod):
             mine = val_y == label
             if not mine.any():
                 raise ConfigError(f"class {label} has no validation example: raise data.val_size")
-            gradients = group.gradients().cpu().numpy()
             picks = picks_needed(ctx, group.members.size, per_class=True)
-            order = glister_order(gradients, val_z[mine], val_h[mine], val_y[mine], eta, picks)
+            val = (val_z[mine], val_h[mine], val_y[mine])
+            order = glister_order(group.factors(), *val, eta, picks)
             scores[group.members] = order_scores(order, group.members.size)
         return scores

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg import blas
 from scipy.optimize import nnls
 
 from benchmarks.errors import ConfigError
@@ -14,6 +15,7 @@ from methods.base import ScoreContext
 from methods.features import order_scores, picks_needed
 from methods.last_layer import (
     ClassGradients,
+    GradientFactors,
     GradientMethod,
     last_layer_gradients,
     output_errors,
@@ -25,33 +27,42 @@ TARGETS = ("train", "val")
 
 
 def omp_order(
-    gradients: np.ndarray, target: np.ndarray, lam: float, steps: int | None = None
+    gradients: np.ndarray | GradientFactors,
+    target: np.ndarray,
+    lam: float,
+    steps: int | None = None,
 ) -> np.ndarray:
-    """The whole sequence of DeepCore's orthogonal matching pursuit, A = gradients [n, d].
+    """The sequence of DeepCore's orthogonal matching pursuit, A = gradients [n, d].
 
     Step t picks argmax_{j not picked} <a_j, r> (signed, as DeepCore), then refits
     x = argmin ||A_S^T x - b||^2 + lam ||x||^2 (the first pick: the plain projection,
     as DeepCore) and r = b - A_S^T x. By the push-through identity the ridge residual is
-    lam (A_S^T A_S + lam I_d)^-1 b, kept by Sherman-Morrison updates of a d x d inverse:
-    O(n d + d^2) per pick instead of refitting a |S| x |S| system.
+    lam M^-1 b, M = lam I_d + A_S^T A_S; M^-1 is kept by Sherman-Morrison (a symmetric
+    rank-one BLAS update of one triangle) and the residual by the same rank-one step, so a
+    pick costs one product A r (cheap on `GradientFactors`) and O(d^2), never a refit
+    of a |S| x |S| system. `steps` stops after that many picks.
     """
     n, d = gradients.shape
     picked = np.zeros(n, dtype=bool)
     order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
-    inverse = np.eye(d) / lam
-    residual = target.astype(np.float64).copy()
+    inverse = np.asfortranarray(np.eye(d) / lam)  # upper triangle of M^-1
+    target = target.astype(np.float64)
+    ridge = target.copy()  # lam M^-1 b
+    residual = target
     for t in range(order.size):
         projections = gradients @ residual
         projections[picked] = -np.inf
         pick = int(np.argmax(projections))
         order[t], picked[pick] = pick, True
-        a = gradients[pick]
-        qa = inverse @ a
-        inverse -= np.outer(qa, qa) / (1.0 + a @ qa)
+        a = np.asarray(gradients[pick], dtype=np.float64)
+        qa = blas.dsymv(1.0, inverse, a)
+        scale = 1.0 / (1.0 + a @ qa)
+        inverse = blas.dsyr(-scale, qa, a=inverse, overwrite_a=True)
+        ridge = ridge - (lam * scale * (qa @ target)) * qa
         if t == 0:
             residual = target - a * (a @ target) / max(a @ a, np.finfo(np.float64).tiny)
         else:
-            residual = lam * (inverse @ target)
+            residual = ridge
     return order
 
 
@@ -93,8 +104,8 @@ class GradMatch(GradientMethod):
     )
     direction = "high = picked earlier by OMP = kept first (keep=hard = the GradMatch subset)"
     cost = (
-        "one proxy training per run; per class n_c x K (D + 1) gradients, OMP O(n_c (n_c "
-        "d + d^2)), d = K (D + 1); weights: an nnls of the kept k_c x k_c system"
+        "one proxy training per run; per class OMP O(n_c K D + d^2) per pick, up to the "
+        "picks the selection reads, d = K (D + 1); weights: an nnls of the kept k_c x k_c system"
     )
 
     lam: float = 1.0
@@ -130,9 +141,8 @@ class GradMatch(GradientMethod):
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         scores = np.empty(ctx.n, dtype=np.float64)
         for group, target in self._classes(ctx, run):
-            gradients = group.gradients().cpu().numpy()
             picks = picks_needed(ctx, group.members.size, per_class=True)
-            order = omp_order(gradients, target, self.lam, picks)
+            order = omp_order(group.factors(), target, self.lam, picks)
             scores[group.members] = order_scores(order, group.members.size)
         return scores
 

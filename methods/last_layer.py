@@ -55,6 +55,33 @@ def cosine_kernel(gram: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * gram / (norms[:, None] * norms[None, :])
 
 
+class GradientFactors:
+    """The rows g_i = [e_i, e_i (x) h_i] of a gradient matrix [n, K (D + 1)], kept as (e, h).
+
+    Stands in for the explicit matrix where a greedy needs only `A @ v` and single rows
+    (OMP, GLISTER): <g_i, v> = e_i . (v_b + V h_i) with v = [v_b, V row by row], so a
+    product reads n (K + D) floats instead of n K (D + 1) (11 x fewer for the `cnn`'s
+    K = 10, D = 64). The same value as the explicit product up to float rounding.
+    """
+
+    def __init__(self, errors: np.ndarray, features: np.ndarray) -> None:
+        self.errors = np.ascontiguousarray(errors, dtype=np.float64)
+        self.features_t = np.ascontiguousarray(features.T, dtype=np.float64)
+        k, (d, n) = self.errors.shape[1], self.features_t.shape
+        self.shape = (n, k * (d + 1))
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        k = self.errors.shape[1]
+        per_logit = v[k:].reshape(k, -1) @ self.features_t
+        per_logit += v[:k, None]
+        per_logit *= self.errors.T
+        return per_logit.sum(axis=0)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        e = self.errors[i]
+        return np.concatenate([e, np.outer(e, self.features_t[:, i]).ravel()])
+
+
 @dataclass
 class ClassGradients:
     """One class's examples (positions in the training set) and their gradient factors."""
@@ -68,6 +95,9 @@ class ClassGradients:
 
     def gradients(self) -> torch.Tensor:
         return last_layer_gradients(self.errors, self.features)
+
+    def factors(self) -> GradientFactors:
+        return GradientFactors(self.errors.cpu().numpy(), self.features.cpu().numpy())
 
 
 @dataclass

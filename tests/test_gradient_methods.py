@@ -21,7 +21,12 @@ from methods.features import proxy_outputs
 from methods.glister import glister_order
 from methods.gradmatch import nonnegative_weights, omp_order
 from methods.greedy import facility_location_order, graph_cut_order, log_determinant_order
-from methods.last_layer import gradient_gram, last_layer_gradients, output_errors
+from methods.last_layer import (
+    GradientFactors,
+    gradient_gram,
+    last_layer_gradients,
+    output_errors,
+)
 from methods.registry import get_method
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
@@ -267,6 +272,27 @@ def test_glister_gain_is_the_taylor_decrease_of_the_validation_loss_by_hand():
         gains = [float(grads[e] @ val_grad) if e not in chosen else -np.inf for e in range(7)]
         assert order[t] == int(np.argmax(gains))
         chosen.append(order[t])
+
+
+def test_factored_gradients_are_the_explicit_matrix_for_omp_and_glister():
+    h, w, b, y = _head(k=3, d=4, n=12, seed=8)
+    errors = output_errors(h @ w.T + b, y)
+    explicit = last_layer_gradients(errors, h).numpy()
+    factors = GradientFactors(errors.numpy(), h.numpy())
+    v = np.random.default_rng(9).normal(size=explicit.shape[1])
+    assert factors.shape == explicit.shape
+    np.testing.assert_allclose(factors @ v, explicit @ v, rtol=1e-12, atol=1e-14)
+    for i in range(12):
+        np.testing.assert_array_equal(factors[i], explicit[i])
+    target = explicit.mean(axis=0)
+    plain = _plain_omp(explicit, target, 0.5)
+    assert omp_order(factors, target, 0.5).tolist() == plain
+    assert omp_order(factors, target, 0.5, steps=5).tolist() == plain[:5]
+    hv, _, _, yv = _head(k=3, d=4, n=5, seed=10)
+    val = ((hv @ w.T + b).numpy(), hv.numpy(), yv.numpy(), 0.3)
+    full = glister_order(explicit, *val)  # checked against the Taylor gain by hand above
+    assert glister_order(factors, *val).tolist() == full.tolist()
+    assert glister_order(factors, *val, steps=4).tolist() == full[:4].tolist()
 
 
 def test_glister_needs_a_validation_split(cache_dir):
