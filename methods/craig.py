@@ -11,7 +11,7 @@ from benchmarks.train import LossWeights
 from methods.base import ScoreContext
 from methods.features import order_scores, picks_needed
 from methods.greedy import facility_location_order
-from methods.last_layer import GradientMethod, gram_distances
+from methods.last_layer import ClassGradients, GradientMethod, gram_distances
 from methods.registry import register
 
 
@@ -25,6 +25,47 @@ def medoid_weights(similarity: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """gamma_j = |{i : j = argmax_{s in kept} sim(i, s)}|, the examples each kept one stands for."""
     nearest = np.argmax(similarity[:, kept], axis=1)
     return np.bincount(nearest, minlength=kept.size).astype(np.float64)
+
+
+def merged_class_order(groups: list[ClassGradients], ctx: ScoreContext) -> np.ndarray:
+    """The global greedy over the block-diagonal similarity, up to the picks the selection reads.
+
+    That greedy is the classes' sequences merged by marginal gain (ties to the lower
+    index); each class's gains do not increase, so the first `wanted` of the merge need
+    from each class only its picks of gain >= the wanted-th largest gain. Classes run
+    one at a time (one n_c x n_c similarity in memory): first to their share of the
+    depth (`picks_needed` per class), then those whose last gain still reaches the
+    wanted-th largest so far continue (twice as deep, similarity recomputed) until none does.
+    """
+    wanted = picks_needed(ctx, ctx.n, per_class=False)
+    orders = [np.zeros(0, dtype=np.int64) for _ in groups]
+    gains = [np.zeros(0) for _ in groups]
+    depths = [
+        g.members.size if wanted >= ctx.n else picks_needed(ctx, g.members.size, per_class=True)
+        for g in groups
+    ]
+    pending = list(range(len(groups)))
+    while pending:
+        for c in pending:
+            similarity = craig_similarity(groups[c].gram())
+            more, more_gains = facility_location_order(
+                similarity, depths[c] - orders[c].size, after=orders[c]
+            )
+            orders[c] = np.concatenate([orders[c], more])
+            gains[c] = np.concatenate([gains[c], more_gains])
+        collected = np.concatenate(gains)
+        enough = collected.size >= wanted
+        threshold = -np.partition(-collected, wanted - 1)[wanted - 1] if enough else -np.inf
+        pending = [
+            c
+            for c, g in enumerate(groups)
+            if orders[c].size < g.members.size and gains[c][-1] >= threshold
+        ]
+        for c in pending:
+            depths[c] = min(groups[c].members.size, 2 * orders[c].size)
+    members = np.concatenate([g.members[o] for g, o in zip(groups, orders, strict=True)])
+    merged = members[np.lexsort((members, -np.concatenate(gains)))]
+    return merged[:wanted]
 
 
 @register
@@ -52,27 +93,25 @@ class CRAIG(GradientMethod):
     )
     direction = "high = picked earlier by the greedy = kept first (keep=hard = the CRAIG coreset)"
     cost = (
-        "one proxy training per run; per class an n_c x n_c similarity (8 n_c^2 bytes), "
-        "lazy greedy over the whole class; weights recompute it once"
+        "one proxy training per run; per class an n_c x n_c similarity (8 n_c^2 bytes, one "
+        "class at a time), lazy greedy up to the picks the selection reads (per_class=false: "
+        "recomputed for each class that must go deeper); weights recompute it once"
     )
 
     per_class: bool = True
     batch_normalise: bool = True
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
+        groups = self.class_gradients(ctx, run)
+        if not self.per_class:
+            return order_scores(merged_class_order(groups, ctx), ctx.n)
         scores = np.empty(ctx.n, dtype=np.float64)
-        picks = []
-        for group in self.class_gradients(ctx, run):
+        for group in groups:
             size = group.members.size
-            steps = picks_needed(ctx, size, per_class=True) if self.per_class else size
-            order, gains = facility_location_order(craig_similarity(group.gram()), steps)
+            steps = picks_needed(ctx, size, per_class=True)
+            order, _ = facility_location_order(craig_similarity(group.gram()), steps)
             scores[group.members] = order_scores(order, size)
-            picks.append((group.members[order], gains))
-        if self.per_class:
-            return scores
-        members = np.concatenate([m for m, _ in picks])
-        gains = np.concatenate([g for _, g in picks])
-        return order_scores(members[np.lexsort((members, -gains))])
+        return scores
 
     def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights:
         runs = []

@@ -57,14 +57,18 @@ def lazy_greedy(
 
 
 def facility_location_order(
-    similarity: np.ndarray, steps: int | None = None
+    similarity: np.ndarray, steps: int | None = None, after: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy sequence of F(S) = sum_i max_{s in S} sim(i, s) (sim >= 0), with its gains.
 
     The gain of e is sum_i max(0, sim(i, e) - cover_i), cover_i = max_{s in S} sim(i, s).
+    `after`: the greedy's picks so far (in order); the sequence then continues from them
+    (the same picks as one uninterrupted run: the cover is their exact maximum) and only
+    the new picks are returned.
     """
     n = similarity.shape[0]
-    cover = np.zeros(n, dtype=np.float64)
+    done = np.zeros(0, dtype=np.int64) if after is None else np.asarray(after, dtype=np.int64)
+    cover = similarity[:, done].max(axis=1) if done.size else np.zeros(n, dtype=np.float64)
 
     def gains_of(candidates: np.ndarray) -> np.ndarray:
         out = np.empty(candidates.size, dtype=np.float64)
@@ -78,7 +82,11 @@ def facility_location_order(
     def commit(pick: int) -> None:
         np.maximum(cover, similarity[:, pick], out=cover)
 
-    return lazy_greedy(gains_of(np.arange(n)), gains_of, commit, steps)
+    initial = gains_of(np.arange(n))
+    initial[done] = -np.inf
+    remaining = n - done.size
+    steps = remaining if steps is None else min(steps, remaining)
+    return lazy_greedy(initial, gains_of, commit, steps)
 
 
 def graph_cut_order(similarity: np.ndarray, lam: float, steps: int | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ from benchmarks.subsets import read_subset, record_subset
 from methods import craig, glister, gradmatch, submodular
 from methods.craig import craig_similarity, medoid_weights
 from methods.dynamics import Proxy
-from methods.features import proxy_outputs
+from methods.features import picks_needed, proxy_outputs
 from methods.glister import glister_order
 from methods.gradmatch import nonnegative_weights, omp_order
 from methods.greedy import facility_location_order, graph_cut_order, log_determinant_order
@@ -201,6 +201,31 @@ def test_craig_global_mode_is_the_greedy_over_the_block_diagonal_similarity(cach
 
     scores = get_method("craig", {"per_class": False}).score(ctx)
     _assert_greedy(np.argsort(-scores, kind="stable"), objective, steps=30)
+
+
+def test_facility_location_continued_after_its_first_picks_is_one_uninterrupted_run():
+    sim = _similarity(n=30, seed=11)
+    whole, whole_gains = facility_location_order(sim)
+    head, _ = facility_location_order(sim, 7)
+    rest, rest_gains = facility_location_order(sim, 10, after=head)
+    assert [*head, *rest] == whole[:17].tolist()
+    np.testing.assert_array_equal(rest_gains, whole_gains[7:17])
+
+
+def test_craig_global_mode_stopped_at_the_selection_depth_is_the_head_of_the_whole_order(
+    cache_dir,
+):
+    from methods.select import PruneSpec
+
+    method = get_method("craig", {"per_class": False})
+    whole = np.argsort(-method.score(synthetic_ctx(cache_dir)), kind="stable")
+    for fraction in (0.6, 0.2):
+        ctx = synthetic_ctx(cache_dir)
+        ctx.prune = PruneSpec(fraction=fraction)
+        scores = method.score(ctx)
+        depth = int((scores > 0).sum())
+        assert depth == picks_needed(ctx, ctx.n, per_class=False) < ctx.n
+        assert np.argsort(-scores, kind="stable")[:depth].tolist() == whole[:depth].tolist()
 
 
 def _plain_omp(a, b, lam):
