@@ -816,14 +816,7 @@ def _tree_arrays(
     """Examples sorted by (class, file name), so that their order never depends on the source."""
     images.sort(key=lambda im: (im.label, im.file))
     by_split = {s: [im for im in images if im.split == s] for s in splits}
-    classes = sorted({im.label for im in by_split[splits[0]]})
-    for split in splits[1:]:
-        other = sorted({im.label for im in by_split[split]})
-        if not classes or classes != other:
-            raise DataError(
-                f"{name}: {splits[0]} and {split} must have the same non-empty class folders; "
-                f"{splits[0]} has {classes}, {split} has {other}"
-            )
+    classes = _same_classes(name, {s: [im.label for im in by_split[s]] for s in splits})
     reference = images[0]
     for im in images:
         if im.pixels.shape[:2] != reference.pixels.shape[:2]:
@@ -834,6 +827,20 @@ def _tree_arrays(
     gray = all(im.pixels.ndim == 2 for im in images)
     index = {label: i for i, label in enumerate(classes)}
     return classes, {s: _stack(by_split[s], gray, index) for s in splits}
+
+
+def _same_classes(name: str, labels: Mapping[str, Sequence[str]]) -> list[str]:
+    """The sorted class names, the same in every split (the first split names them)."""
+    (first, named), *others = labels.items()
+    classes = sorted(set(named))
+    for split, other_labels in others:
+        other = sorted(set(other_labels))
+        if not classes or classes != other:
+            raise DataError(
+                f"{name}: {first} and {split} must have the same non-empty class folders; "
+                f"{first} has {classes}, {split} has {other}"
+            )
+    return classes
 
 
 def _size(image: _Image) -> str:
@@ -986,8 +993,8 @@ def _decode_tiny(name: str, members: Mapping[str, Callable[[], bytes]], where: s
         fields = line.split("\t")
         if len(fields) >= 2:
             val_labels[fields[0]] = fields[1]
-    images = []
-    for rel, read in members.items():
+    entries = []  # (class, file, split, member): sorted, the order never depends on the source
+    for rel in members:
         parts = rel.split("/")
         if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -999,10 +1006,62 @@ def _decode_tiny(name: str, members: Mapping[str, Callable[[], bytes]], where: s
             split, label = "test", val_labels[parts[2]]
         else:
             continue
-        at = f"{where}:{rel}"
-        images.append(_Image(split, label, parts[-1], at, _decode_image(read(), at)))
-    classes, arrays = _tree_arrays(name, images, SPLITS)
-    return _assemble(name, arrays["train"], arrays["test"], classes)
+        entries.append((label, parts[-1], split, rel))
+    entries.sort()
+    by_split = {s: [e for e in entries if e[2] == s] for s in SPLITS}
+    classes = _same_classes(name, {s: [e[0] for e in by_split[s]] for s in SPLITS})
+    ordered = by_split["train"] + by_split["test"]
+    x = _decode_same_size(
+        [members[e[3]] for e in ordered], [f"{where}:{e[3]}" for e in ordered], name
+    )
+    index = {label: i for i, label in enumerate(classes)}
+    y = np.array([index[e[0]] for e in ordered], dtype=np.int64)
+    n = len(by_split["train"])
+    return _assemble(name, (x[:n], y[:n]), (x[n:], y[n:]), classes)
+
+
+DECODE_BLOCK = 4096
+
+
+def _decode_same_size(
+    reads: Sequence[Callable[[], bytes]], wheres: Sequence[str], what: str
+) -> np.ndarray:
+    """[N, 3, H, W] uint8 (grey images as RGB), all one size: this process reads the files'
+    bytes DECODE_BLOCK at a time and one process per usable core decodes them straight into
+    the preallocated array, so that the peak is that array plus one block of files."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    x = None
+    with (
+        multiprocessing.get_context("fork").Pool(_usable_cores()) as pool,
+        tqdm(total=len(reads), desc=what, unit="img") as bar,
+    ):
+        for start in range(0, len(reads), DECODE_BLOCK):
+            stop = min(start + DECODE_BLOCK, len(reads))
+            jobs = [(reads[i](), wheres[i]) for i in range(start, stop)]
+            for i, pixels in enumerate(pool.imap(_decode_rgb, jobs, chunksize=64), start):
+                if x is None:
+                    x = np.empty((len(reads), *pixels.shape), dtype=np.uint8)
+                if pixels.shape != x.shape[1:]:
+                    raise DataError(
+                        f"{what}: {wheres[i]} is {pixels.shape[2]}x{pixels.shape[1]} but "
+                        f"{wheres[0]} is {x.shape[3]}x{x.shape[2]}; all images must have one size"
+                    )
+                x[i] = pixels
+                bar.update()
+    return x
+
+
+def _decode_rgb(job: tuple[bytes, str]) -> np.ndarray:
+    """[3, H, W]; a grey image's one channel repeated."""
+    pixels = _decode_image(*job)
+    return (pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, 2)).transpose(2, 0, 1)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 # --- downsampled ImageNet (Chrabaszcz et al. 2017: the official npz batches) ----------------
@@ -1162,10 +1221,9 @@ def _decode_parallel(files: Sequence[Path], resolution: int, what: str) -> np.nd
     from tqdm import tqdm
 
     x = np.empty((len(files), 3, resolution, resolution), dtype=np.uint8)
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     jobs = [(str(f), resolution) for f in files]
     with (
-        multiprocessing.get_context("fork").Pool(workers) as pool,
+        multiprocessing.get_context("fork").Pool(_usable_cores()) as pool,
         tqdm(total=len(files), desc=f"{what} at {resolution}px", unit="img") as bar,
     ):
         for i, pixels in enumerate(pool.imap(_resize_crop, jobs, chunksize=64)):
