@@ -9,7 +9,7 @@ import numpy as np
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.features import order_scores, picks_needed
-from methods.last_layer import GradientFactors, GradientMethod, split_by_class
+from methods.last_layer import GradientFactors, GradientMethod, one_blas_thread, split_by_class
 from methods.registry import register
 
 
@@ -50,13 +50,14 @@ def glister_order(
     picked = np.zeros(n, dtype=bool)
     total = np.zeros(gradients.shape[1])
     order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
-    for t in range(order.size):
-        step = eta * total / max(t, 1)
-        gains = gradients @ validation_gradient(val_logits, val_features, onehot, step)
-        gains[picked] = -np.inf
-        pick = int(gains.argmax())
-        order[t], picked[pick] = pick, True
-        total += gradients[pick]
+    with one_blas_thread():
+        for t in range(order.size):
+            step = eta * total / max(t, 1)
+            gains = gradients @ validation_gradient(val_logits, val_features, onehot, step)
+            gains[picked] = -np.inf
+            pick = int(gains.argmax())
+            order[t], picked[pick] = pick, True
+            total += gradients[pick]
     return order
 
 

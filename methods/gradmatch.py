@@ -18,6 +18,7 @@ from methods.last_layer import (
     GradientFactors,
     GradientMethod,
     last_layer_gradients,
+    one_blas_thread,
     output_errors,
     split_by_class,
 )
@@ -49,27 +50,29 @@ def omp_order(
     target = target.astype(np.float64)
     ridge = target.copy()  # lam M^-1 b
     residual = target
-    for t in range(order.size):
-        projections = gradients @ residual
-        projections[picked] = -np.inf
-        pick = int(np.argmax(projections))
-        order[t], picked[pick] = pick, True
-        a = np.asarray(gradients[pick], dtype=np.float64)
-        qa = blas.dsymv(1.0, inverse, a)
-        scale = 1.0 / (1.0 + a @ qa)
-        inverse = blas.dsyr(-scale, qa, a=inverse, overwrite_a=True)
-        ridge = ridge - (lam * scale * (qa @ target)) * qa
-        if t == 0:
-            residual = target - a * (a @ target) / max(a @ a, np.finfo(np.float64).tiny)
-        else:
-            residual = ridge
+    with one_blas_thread():
+        for t in range(order.size):
+            projections = gradients @ residual
+            projections[picked] = -np.inf
+            pick = int(np.argmax(projections))
+            order[t], picked[pick] = pick, True
+            a = np.asarray(gradients[pick], dtype=np.float64)
+            qa = blas.dsymv(1.0, inverse, a)
+            scale = 1.0 / (1.0 + a @ qa)
+            inverse = blas.dsyr(-scale, qa, a=inverse, overwrite_a=True)
+            ridge = ridge - (lam * scale * (qa @ target)) * qa
+            if t == 0:
+                residual = target - a * (a @ target) / max(a @ a, np.finfo(np.float64).tiny)
+            else:
+                residual = ridge
     return order
 
 
 def nonnegative_weights(gradients: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
     """DeepCore's final weights of a chosen set: nnls((A_S A_S^T + lam I) x = A_S b)."""
     system = gradients @ gradients.T + lam * np.eye(gradients.shape[0])
-    return nnls(system, gradients @ target)[0]
+    with one_blas_thread():
+        return nnls(system, gradients @ target)[0]
 
 
 def validation_gradients(outputs: dict[str, np.ndarray], ctx: ScoreContext) -> np.ndarray:
