@@ -13,7 +13,8 @@ import numpy as np
 from benchmarks.errors import ConfigError
 from methods.base import PruningMethod, ScoreContext, make_method
 from methods.ccs import ccs_cut_scores
-from methods.features import FeatureMethod, order_scores
+from methods.features import FeatureMethod, order_scores, picks_needed
+from methods.knn import exact_knn
 from methods.proxy_method import ProxyMethod
 from methods.registry import METHODS, register
 from methods.select import PruneSpec, kept_count
@@ -42,11 +43,11 @@ KNN_INDEXES = ("exact", "ivf")
 def knn_graph(features: np.ndarray, k: int, index: str = "exact") -> Graph:
     """Edges i-j where j is among i's k nearest (Euclidean) or i among j's, as the official code.
 
-    `exact`: exhaustive search (faiss's flat L2 index, float32, blocked: memory O(N k)
-    beyond the features), the graph the method is defined on. `ivf`: approximate, an
-    explicit option for ImageNet-size N: faiss's inverted file over 4 sqrt(N) k-means
-    cells, searching the 32 nearest cells of each point. Each point's own entry is dropped
-    from its k + 1 nearest (or, among more than k + 1 duplicates, the last one).
+    `exact`: exhaustive search (`exact_knn`: float32, each pair of rows compared once,
+    blocked: memory O(N k) beyond the features), the graph the method is defined on.
+    `ivf`: approximate, an explicit option for ImageNet-size N: faiss's inverted file over
+    4 sqrt(N) k-means cells, searching the 32 nearest cells of each point. Each point's own
+    entry is dropped from its k + 1 nearest (or, among more than k + 1 duplicates, the last).
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
@@ -67,10 +68,10 @@ def knn_graph(features: np.ndarray, k: int, index: str = "exact") -> Graph:
 
 def _search(x: np.ndarray, k: int, index: str) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest rows of x to each row (squared distances, indices)."""
+    if index == "exact":
+        return exact_knn(x, k)
     flat = faiss.IndexFlatL2(x.shape[1])
     flat.add(x)
-    if index == "exact":
-        return flat.search(x, k)
     cells = max(1, min(x.shape[0] // 39, round(4 * np.sqrt(x.shape[0]))))
     ivf = faiss.IndexIVFFlat(flat, x.shape[1], cells)
     ivf.train(x)
@@ -94,30 +95,47 @@ def forward_pass(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
     return scores + np.bincount(graph.sources, weights=messages, minlength=scores.size)
 
 
-def reverse_order(scores: np.ndarray, graph: Graph, gamma: float) -> np.ndarray:
-    """D2's selection order by reverse message passing.
+def reverse_order(
+    scores: np.ndarray, graph: Graph, gamma: float, picks: int | None = None
+) -> np.ndarray:
+    """D2's selection order by reverse message passing (the first `picks`; None = all).
 
     Pick the highest score i (ties to the lowest index), lower each unpicked neighbour
-    s_j <- s_j - exp(-gamma_r d(i, j)) s_i, and repeat until every node is picked.
+    s_j <- s_j - exp(-gamma_r d(i, j)) s_i, and repeat until every node is picked. A
+    max-heap of (score, index) replaces the argmax over all nodes: each unpicked node
+    keeps an entry at or above its score (a lowered score leaves its entry as a bound; a
+    raised one, after a negative pick, gets a new entry), and a bound that reaches the
+    top above its node's score goes back with the score, so each pick costs O(degree)
+    plus O(log n) per heap operation.
     """
     current = scores.astype(np.float64).copy()
+    weights = np.exp(-gamma * graph.distances)
+    indptr, neighbors = graph.indptr.tolist(), graph.neighbors
     picked = np.zeros(current.size, dtype=bool)
-    heap = [(-value, i) for i, value in enumerate(current)]
+    heap = list(zip((-current).tolist(), range(current.size), strict=True))
     heapq.heapify(heap)
+    total = current.size if picks is None else min(picks, current.size)
     order = []
-    while heap:
-        negative, i = heapq.heappop(heap)
-        if picked[i] or -negative != current[i]:
+    while len(order) < total:
+        negative, i = heap[0]
+        value = float(current[i])
+        if picked[i] or -negative < value:  # picked, or a spare entry below the node's own
+            heapq.heappop(heap)
             continue
+        if -negative > value:  # a stale bound: back with the node's score
+            heapq.heapreplace(heap, (-value, i))
+            continue
+        heapq.heappop(heap)
         picked[i] = True
         order.append(i)
-        neighbors, distances = graph.around(i)
-        free = ~picked[neighbors]
-        neighbors = neighbors[free]
-        current[neighbors] -= np.exp(-gamma * distances[free]) * current[i]
-        for j in neighbors:
-            heapq.heappush(heap, (-current[j], int(j)))
-    return np.asarray(order)
+        span = slice(indptr[i], indptr[i + 1])
+        free = ~picked[neighbors[span]]
+        lowered = neighbors[span][free]
+        current[lowered] -= weights[span][free] * value
+        if value < 0.0:  # the neighbours rose: their entries are no longer bounds
+            for entry in zip((-current[lowered]).tolist(), lowered.tolist(), strict=True):
+                heapq.heappush(heap, entry)
+    return np.asarray(order, dtype=np.int64)
 
 
 def d2_budgets(total: int, sizes: np.ndarray) -> np.ndarray:
@@ -252,15 +270,17 @@ class D2Pruning(FeatureMethod):
         cut = np.lexsort((np.arange(ctx.n), -hardness))[: int(self.mis_ratio * ctx.n)]
         return np.setdiff1d(np.arange(ctx.n), cut)
 
-    def greedy(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """D2's pick order of one group (positions into `scores`)."""
+    def greedy(
+        self, features: np.ndarray, scores: np.ndarray, picks: int | None = None
+    ) -> np.ndarray:
+        """D2's pick order of one group (positions into `scores`; the first `picks`)."""
         if scores.size <= self.neighbors:
             raise ConfigError(
                 f"method.neighbors={self.neighbors} needs more than {scores.size} examples"
             )
         graph = knn_graph(features, self.neighbors, self.knn)
         return reverse_order(
-            forward_pass(scores, graph, self.gamma_forward), graph, self.gamma_reverse
+            forward_pass(scores, graph, self.gamma_forward), graph, self.gamma_reverse, picks
         )
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
@@ -275,8 +295,11 @@ class D2Pruning(FeatureMethod):
             if self.mode == "global"
             else [pool[ctx.labels[pool] == c] for c in np.unique(ctx.labels[pool])]
         )
+        # the global order is the selection's score: top-k reads no further than its picks
+        picks = picks_needed(ctx, ctx.n, per_class=False) if self.mode == "global" else None
         for members in groups:
-            scores[members] = order_scores(self.greedy(features[members], difficulty[members]))
+            order = self.greedy(features[members], difficulty[members], picks)
+            scores[members] = order_scores(order, members.size)
         return scores
 
     def select_subset(
@@ -337,4 +360,4 @@ class D2Pruning(FeatureMethod):
             return members
         if members.size <= self.neighbors:
             return rng.choice(members, budget, replace=False)
-        return members[self.greedy(features[members], difficulty[members])[:budget]]
+        return members[self.greedy(features[members], difficulty[members], budget)]

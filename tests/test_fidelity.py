@@ -357,6 +357,25 @@ def test_d2_stratified_mode_fills_each_stratum_as_the_official_code(monkeypatch)
     assert not kept & set(np.argsort(aum, kind="stable")[:60].tolist())
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [PruneSpec(fraction=0.3), PruneSpec(fraction=0.6, offset=9), PruneSpec(0.5, keep="easy")],
+    ids=str,
+)
+def test_d2_global_order_stopped_where_the_selection_reads_keeps_the_same_examples(
+    spec, monkeypatch
+):
+    labels, x, difficulty, aum = _d2_case()
+    method, ctx = _d2_with(
+        {"mis_ratio": 0.2, "neighbors": 4}, labels, x, difficulty, aum, monkeypatch
+    )
+    full = method.score_run(ctx, 0)
+    ctx.prune = spec
+    short = method.score_run(ctx, 0)
+    assert select(short, labels, spec, 0).tolist() == select(full, labels, spec, 0).tolist()
+    assert (np.count_nonzero(short) < np.count_nonzero(full)) == (spec.keep == "hard")
+
+
 def test_d2_takes_any_registered_score_and_forgetting_never_learned_counts_zero(tmp_path):
     ctx = synthetic_ctx(tmp_path, epochs=3)
     d2 = get_method("d2", {"difficulty": "forgetting"})

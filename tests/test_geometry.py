@@ -16,10 +16,11 @@ from benchmarks import geometry_speed
 from benchmarks.errors import ConfigError
 from benchmarks.geometry_speed import CIFAR, IMAGENET, extrapolate, growth
 from methods import get_method
-from methods.d2 import knn_graph
+from methods.d2 import forward_pass, knn_graph, reverse_order
 from methods.features import GramRows, group_order_scores, picks_needed
 from methods.herding import herding_order
 from methods.kcenter import kcenter_order
+from methods.knn import exact_knn
 from methods.select import PruneSpec, select
 
 
@@ -76,6 +77,45 @@ def test_knn_graph_on_faiss_equals_the_brute_force_graph():
         neighbors, lengths = graph.around(i)
         assert set(neighbors.tolist()) == expected
         assert lengths == pytest.approx(distance[i, neighbors], rel=1e-5)
+
+
+@pytest.mark.parametrize("block", [4, 37, 4096])
+def test_exact_knn_over_blocks_equals_the_brute_force_search(block):
+    x = _features(150, 8, seed=4)
+    squared, found = exact_knn(x, 11, block=block)
+    wide = x.astype(np.float64)
+    distance = ((wide[:, None] - wide[None]) ** 2).sum(axis=2)
+    nearest = np.argsort(distance, axis=1, kind="stable")[:, :11]
+    assert found.tolist() == nearest.tolist()  # ascending, each row itself first
+    assert squared == pytest.approx(np.take_along_axis(distance, nearest, axis=1), abs=1e-4)
+
+
+def reverse_reference(scores, graph, gamma):
+    """D2's reverse message passing as defined: argmax over every unpicked node per pick."""
+    current, picked, order = scores.astype(np.float64).copy(), np.zeros(scores.size, bool), []
+    for _ in range(scores.size):
+        pick = int(np.where(picked, -np.inf, current).argmax())
+        order.append(pick)
+        picked[pick] = True
+        neighbors, lengths = graph.around(pick)
+        free = ~picked[neighbors]
+        current[neighbors[free]] -= np.exp(-gamma * lengths[free]) * current[pick]
+    return np.array(order)
+
+
+@pytest.mark.parametrize("case", ["positive", "mixed-sign", "ties"])
+def test_reverse_order_on_a_heap_equals_the_argmax_loop(case):
+    rng = np.random.default_rng(5)
+    graph = knn_graph(_features(200, 6, seed=5), 4)
+    scores = {
+        "positive": forward_pass(rng.random(200), graph, 1.0),
+        "mixed-sign": rng.normal(size=200),  # negative picks raise their neighbours
+        "ties": rng.integers(0, 3, 200).astype(float),  # equal scores: lowest index first
+    }[case]
+    gamma = 1e6 if case == "ties" else 0.3  # ties: the weights underflow to 0, no update
+    expected = reverse_reference(scores, graph, gamma)
+    assert reverse_order(scores, graph, gamma).tolist() == expected.tolist()
+    assert reverse_order(scores, graph, gamma, picks=37).tolist() == expected[:37].tolist()
 
 
 def test_knn_graph_drops_each_point_itself_even_among_duplicates():
