@@ -1,14 +1,18 @@
-"""k nearest neighbours of every row among all rows: the exhaustive search D2's graph needs.
+"""k nearest neighbours of every row among all rows: the searches D2's graph needs.
 
 faiss searches query by query, so each pair of rows is compared twice. The matrix of
 squared distances is symmetric: `exact_knn` computes it block by block on and above the
 diagonal only, each block serving its rows and its columns: half the products.
+`ivf_knn` is the approximate option: an inverted file whose cells search as blocks.
 """
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import torch
+
+from methods.last_layer import one_blas_thread
 
 # rows per block: a block of squared distances is 4,096 x 4,096 float32 (64 MiB)
 BLOCK = 4096
@@ -55,6 +59,69 @@ def exact_knn(x: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.ndarray, np
             closer = np.flatnonzero(squared < best[b[0] : b[1], -1])
             rows, columns = np.divmod(closer, width)
             _fold(best, found, columns + b[0], rows + a[0], squared.ravel()[closer])
+    return best, found
+
+
+# the approximate search's cells: 4 sqrt(n) k-means cells trained on a sample of this many
+# points per cell (faiss's least without a warning), for this many Lloyd iterations
+IVF_TRAIN_POINTS_PER_CELL = 39
+IVF_ITERATIONS = 10
+
+
+def ivf_knn(x: np.ndarray, k: int, probes: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """(squared distances, indices) [n, k] of approximately the k nearest rows of x to each
+    row, in ascending distance, each row itself included (float32).
+
+    An inverted file: faiss's k-means cuts the rows into 4 sqrt(n) cells (at most n / 39),
+    and each cell's rows search, by one matrix product, the rows of the `probes` cells whose
+    centroids lie nearest their own centroid (probing by cell, not by row, needs more cells
+    than faiss's per-row probing for the same recall: 48 of 76 cells find 0.96 of the exact
+    neighbours of 3,000 Gaussian points in 16 dimensions, 32 only 0.87). A neighbour in a
+    cell not probed is missed.
+    Rows whose probed cells hold fewer than k rows are searched exhaustively.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, dim = x.shape
+    k = min(k, n)
+    cells = max(1, min(n // IVF_TRAIN_POINTS_PER_CELL, round(4 * np.sqrt(n))))
+    kmeans = faiss.Kmeans(
+        dim,
+        cells,
+        niter=IVF_ITERATIONS,
+        max_points_per_centroid=IVF_TRAIN_POINTS_PER_CELL,
+        min_points_per_centroid=1,
+    )
+    kmeans.train(x)
+    _, cell_of = kmeans.index.search(x, 1)
+    _, probed = kmeans.index.search(kmeans.centroids, min(probes, cells))
+    members = np.argsort(cell_of[:, 0], kind="stable")
+    bounds = np.searchsorted(cell_of[members, 0], np.arange(cells + 1))
+    norms = np.einsum("ij,ij->i", x, x)
+    columns = _augmented(x[members], norms[members], query=False)  # rows in cell order
+    best = np.full((n, k), np.inf, dtype=np.float32)
+    found = np.full((n, k), -1, dtype=np.int64)
+    with one_blas_thread():  # a cell's product is small: a second thread only waits
+        for cell in range(cells):
+            rows = members[bounds[cell] : bounds[cell + 1]]
+            if rows.size == 0:
+                continue
+            spans = [slice(bounds[c], bounds[c + 1]) for c in probed[cell]]
+            near = np.concatenate([members[span] for span in spans])
+            squared = (
+                _augmented(x[rows], norms[rows], query=True)
+                @ np.concatenate([columns[span] for span in spans]).T
+            )
+            width = min(k, near.size)
+            pick = np.argpartition(squared, width - 1, axis=1)[:, :width]
+            values = np.take_along_axis(squared, pick, axis=1)
+            order = np.argsort(values, axis=1, kind="stable")
+            best[rows, :width] = np.take_along_axis(values, order, axis=1)
+            found[rows, :width] = near[np.take_along_axis(pick, order, axis=1)]
+    short = np.flatnonzero((found < 0).any(axis=1))
+    if short.size:
+        flat = faiss.IndexFlatL2(dim)
+        flat.add(x)
+        best[short], found[short] = flat.search(x[short], k)
     return best, found
 
 
