@@ -6,6 +6,10 @@ weight part row by row (DeepCore's layout). Everything here comes from the cache
 features and logits, so no model pass is needed. Inner products never need g itself:
 <g_i, g_j> = <e_i, e_j> (1 + <h_i, h_j>), so a class's Gram matrix costs
 O(n_c^2 (K + D)) time and 8 n_c^2 bytes (float64) — one class at a time, never N x N.
+Deviation: DeepCore's `calc_gradient` (CRAIG, GradMatch, GLISTER, submodular) applies its
+criterion to softmax(outputs), i.e. cross-entropy of the probabilities (a second
+softmax), so its e is not softmax(z) - onehot(y); here e is the gradient of the
+cross-entropy of the logits, the loss the papers and the proxy train with.
 """
 
 from __future__ import annotations
