@@ -1020,6 +1020,7 @@ def _decode_tiny(name: str, members: Mapping[str, Callable[[], bytes]], where: s
     return _assemble(name, (x[:n], y[:n]), (x[n:], y[n:]), classes)
 
 
+# files whose bytes are read ahead of the decoding processes (a few MB of compressed images)
 DECODE_BLOCK = 4096
 
 
