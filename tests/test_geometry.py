@@ -178,18 +178,22 @@ def test_geometry_benchmark_fits_the_growth_and_extrapolates_by_the_classes():
     fit = (2.0, 3e-7)
     # per class: 1,000 classes of 1,281 = 100 x ten classes of 1,281 (N = 12,811.67)
     assert extrapolate("herding", fit, 10, IMAGENET) == pytest.approx(100 * 3e-7 * 12811.67**2)
+    assert extrapolate("d2_class", fit, 10, IMAGENET) == pytest.approx(100 * 3e-7 * 12811.67**2)
     assert extrapolate("prototypes", fit, 10, IMAGENET) == pytest.approx(100 * 3e-7 * 1281167**2)
     assert extrapolate("d2", fit, 10, CIFAR) == pytest.approx(3e-7 * 50_000**2)
 
 
 def test_geometry_benchmark_runs_each_method_in_its_own_process(tmp_path, capsys):
     out = tmp_path / "geometry.json"
-    args = ["--sizes", "300", "600", "--repeats", "1", "--methods", "d2", "--dim", "8"]
+    methods = ["d2", "d2_class"]
+    args = ["--sizes", "300", "600", "--repeats", "1", "--methods", *methods, "--dim", "8"]
     geometry_speed.main([*args, "--out", str(out)])
     payload = json.loads(out.read_text())
-    assert [r["n"] for r in payload["results"]["d2"]["rows"]] == [300, 600]
-    assert all(r["seconds"] > 0 for r in payload["results"]["d2"]["rows"])
-    assert "| d2 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for name in methods:
+        assert [r["n"] for r in payload["results"][name]["rows"]] == [300, 600]
+        assert all(r["seconds"] > 0 for r in payload["results"][name]["rows"])
+        assert f"| {name} |" in printed
 
 
 def test_prototypes_k_means_settings_are_faiss_defaults_and_explicit_options():
