@@ -119,7 +119,9 @@ def test_data_preset_runs_on_tiny_files_in_the_official_format(preset, tmp_path)
     write_files, options = DATA_PRESETS[preset]
     write_files(tmp_path / "data")
     base = _compose([f"experiment={preset}"])
-    fraction = str(base.hydra.sweeper.params["prune.fraction"]).split(",")[0]
+    # the preset's lightest rate: at its heaviest (ccs_imagenet: 2 of the 20 toy images kept)
+    # the full-width ResNet-34 at lr 0.1 diverges within 5 steps, with 2 threads
+    fraction = str(base.hydra.sweeper.params["prune.fraction"]).split(",")[-1]
     overrides = [
         f"experiment={preset}",
         f"prune.fraction={fraction}",
