@@ -10,7 +10,7 @@ from scipy.stats import beta as beta_distribution
 from benchmarks.errors import ConfigError
 from methods.base import ScoreContext
 from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod, epoch_at
+from methods.proxy_method import ProxyMethod, check_window, sliding_window_epochs
 from methods.registry import register
 from methods.select import PruneSpec, kept_count, select
 
@@ -19,6 +19,8 @@ SAMPLING = ("topk", "beta")
 # on the mean prediction of the 10 highest-scored examples
 BETA_SCALE = 15.0
 ANCHORS = 10
+# a window's std needs two epochs
+WINDOW_MINIMUM = 2
 
 
 def dual_scores(p_true: np.ndarray, window: int) -> np.ndarray:
@@ -95,7 +97,7 @@ class DUAL(ProxyMethod):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.window is not None and self.horizon is not None:
-            _check_window(self.window, self.horizon)
+            check_window(self.window, self.horizon, WINDOW_MINIMUM)
         if self.sampling not in SAMPLING:
             raise ConfigError(
                 f"method.sampling={self.sampling!r} is not one of {', '.join(SAMPLING)}"
@@ -104,23 +106,26 @@ class DUAL(ProxyMethod):
             raise ConfigError(f"method.c_d={self.c_d} must be > 0")
 
     def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
-        horizon = self.horizon
-        if horizon is None:
-            horizon = epoch_at(self.horizon_fraction, self.schedule_epochs(ctx), minimum=2)
-        window = self.window
-        if window is None:
-            window = min(horizon, epoch_at(1 / 3, horizon, minimum=2))
-        _check_window(window, horizon)
-        return {"horizon": horizon, "window": window}
+        return sliding_window_epochs(
+            self.horizon,
+            self.window,
+            self.horizon_fraction,
+            self.schedule_epochs(ctx),
+            WINDOW_MINIMUM,
+        )
 
-    def _p_true(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        horizon = self.resolve(ctx).horizon
+    def _p_true(self, ctx: ScoreContext, run: int, horizon: int) -> np.ndarray:
         d = dynamics(ctx, self.proxy_spec, run, horizon)
         return np.stack([at_epoch(d, "p_true", e) for e in range(1, horizon + 1)])
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        window = self.resolve(ctx).window
-        return np.stack([dual_scores(self._p_true(ctx, k), window) for k in range(self.runs)])
+        resolved = self.resolve(ctx)
+        return np.stack(
+            [
+                dual_scores(self._p_true(ctx, k, resolved.horizon), resolved.window)
+                for k in range(self.runs)
+            ]
+        )
 
     def select_subset(
         self,
@@ -137,12 +142,10 @@ class DUAL(ProxyMethod):
                 "method.sampling=beta draws its own subset: use prune.keep=hard, "
                 "prune.balance=false, prune.offset=0, prune.strategy=topk"
             )
-        mean_p = np.mean([self._p_true(ctx, k).mean(axis=0) for k in range(self.runs)], axis=0)
+        horizon = self.resolve(ctx).horizon
+        mean_p = np.mean(
+            [self._p_true(ctx, k, horizon).mean(axis=0) for k in range(self.runs)], axis=0
+        )
         probabilities = beta_probabilities(mean_p, scores, spec.fraction, self.c_d)
         count = kept_count(ctx.n, spec.fraction)
         return beta_sample(probabilities, count, np.random.default_rng(seed))
-
-
-def _check_window(window: int, horizon: int) -> None:
-    if not 2 <= window <= horizon:
-        raise ConfigError(f"method.window={window} must lie in 2..method.horizon={horizon}")

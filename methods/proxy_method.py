@@ -22,6 +22,33 @@ def epoch_at(fraction: float, epochs: int, minimum: int = 0) -> int:
     return max(minimum, math.floor(fraction * epochs + 0.5))
 
 
+def check_window(window: int, horizon: int, minimum: int, why: str = "") -> None:
+    """A sliding window of `window` epochs, at least `minimum`, inside the first `horizon`."""
+    if not minimum <= window <= horizon:
+        raise ConfigError(
+            f"method.window={window} must lie in {minimum}..method.horizon={horizon}{why}"
+        )
+
+
+def sliding_window_epochs(
+    horizon: int | None,
+    window: int | None,
+    horizon_fraction: float,
+    schedule_epochs: int,
+    minimum: int,
+    why: str = "",
+) -> dict[str, int]:
+    """The epochs of a sliding-window score (TDDS, DUAL): `horizon`, or `horizon_fraction`
+    of the proxy's schedule (at least `minimum`), and `window`, or a third of the horizon
+    (within `minimum`..horizon), so that the score stays early whatever the schedule."""
+    if horizon is None:
+        horizon = epoch_at(horizon_fraction, schedule_epochs, minimum=minimum)
+    if window is None:
+        window = min(horizon, epoch_at(1 / 3, horizon, minimum=minimum))
+    check_window(window, horizon, minimum, why)
+    return {"horizon": horizon, "window": window}
+
+
 @dataclass
 class ProxyMethod(PruningMethod):
     """`runs` independent proxy trainings (different init and data order), averaged."""

@@ -11,8 +11,11 @@ from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights
 from methods.base import ScoreContext
 from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod, epoch_at
+from methods.proxy_method import ProxyMethod, check_window, sliding_window_epochs
 from methods.registry import register
+
+WINDOW_MINIMUM = 3
+WINDOW_WHY = ": a window needs two epoch-to-epoch changes to vary"
 
 
 def tdds_scores(shifts: np.ndarray, window: int, decay: float) -> np.ndarray:
@@ -68,19 +71,19 @@ class TDDS(ProxyMethod):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.window is not None and self.horizon is not None:
-            _check_window(self.window, self.horizon)
+            check_window(self.window, self.horizon, WINDOW_MINIMUM, WINDOW_WHY)
         if not 0.0 < self.decay <= 1.0:
             raise ConfigError(f"method.decay={self.decay} is outside (0, 1]")
 
     def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
-        horizon = self.horizon
-        if horizon is None:
-            horizon = epoch_at(self.horizon_fraction, self.schedule_epochs(ctx), minimum=3)
-        window = self.window
-        if window is None:
-            window = min(horizon, epoch_at(1 / 3, horizon, minimum=3))
-        _check_window(window, horizon)
-        return {"horizon": horizon, "window": window}
+        return sliding_window_epochs(
+            self.horizon,
+            self.window,
+            self.horizon_fraction,
+            self.schedule_epochs(ctx),
+            WINDOW_MINIMUM,
+            WINDOW_WHY,
+        )
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         self._scores = super().score(ctx)
@@ -107,11 +110,3 @@ class TDDS(ProxyMethod):
             shifts = np.stack([at_epoch(d, "prob_shift", e) for e in range(horizon + 1)])
             rows.append(tdds_scores(shifts, window, self.decay))
         return np.stack(rows)
-
-
-def _check_window(window: int, horizon: int) -> None:
-    if not 3 <= window <= horizon:
-        raise ConfigError(
-            f"method.window={window} must lie in 3..method.horizon={horizon}: "
-            "a window needs two epoch-to-epoch changes to vary"
-        )
