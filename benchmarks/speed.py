@@ -4,6 +4,7 @@
     python -m benchmarks.speed --model resnet18 --steps 200    # on a GPU
     python -m benchmarks.speed --model timm:vit_tiny_patch16_224 --model-kwargs '{"patch_size": 4}'
     python -m benchmarks.speed geometry                        # feature-space methods at N
+    python -m benchmarks.speed knn                             # D2's approximate graph's recall
 
 Each measurement runs in its own child process so that its peak memory is its own.
 Compared on the same model, batch size and number of steps:
@@ -38,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks import geometry_speed
+from benchmarks import geometry_speed, knn_recall
 from benchmarks.augment import Augment
 from benchmarks.data import load_dataset
 from benchmarks.models import build_model
@@ -436,8 +437,9 @@ def per_epoch(seconds: dict[str, float], args: argparse.Namespace) -> list[str]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["geometry"]:
-        geometry_speed.main(sys.argv[2:])
+    parts = {"geometry": geometry_speed.main, "knn": knn_recall.main}
+    if sys.argv[1:2] and sys.argv[1] in parts:
+        parts[sys.argv[1]](sys.argv[2:])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -45,13 +45,19 @@ def knn_graph(features: np.ndarray, k: int, index: str = "exact") -> Graph:
     `exact`: exhaustive search (`exact_knn`: float32, each pair of rows compared once,
     blocked: memory O(N k) beyond the features), the graph the method is defined on.
     `ivf`: approximate, an explicit option for ImageNet-size N (`ivf_knn`: an inverted
-    file over 4 sqrt(N) k-means cells, each searching the 48 cells nearest its own). Each
+    file over 4 sqrt(N) k-means cells, each searching the cells nearest its own until they
+    hold 48 mean cells of rows). Each
     point's own entry is dropped from its k + 1 nearest (or, among more than k + 1
     duplicates, the last).
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
-    n = x.shape[0]
-    squared, found = _search(x, k + 1, index)
+    return graph_from_search(*_search(x, k + 1, index))
+
+
+def graph_from_search(squared: np.ndarray, found: np.ndarray) -> Graph:
+    """The symmetrised graph of a search's k + 1 nearest per row (squared distances,
+    indices [n, k + 1], each row itself among them), the row's own entry dropped."""
+    n, k = found.shape[0], found.shape[1] - 1
     own = found == np.arange(n)[:, None]
     drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
     others = np.ones_like(own)

@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import pytest
 
-from benchmarks import geometry_speed
+from benchmarks import geometry_speed, knn_recall
 from benchmarks.errors import ConfigError
 from benchmarks.geometry_speed import CIFAR, IMAGENET, extrapolate, growth
 from methods import get_method
@@ -20,7 +20,7 @@ from methods.d2 import forward_pass, knn_graph, reverse_order
 from methods.features import GramRows, group_order_scores, picks_needed
 from methods.herding import herding_order
 from methods.kcenter import kcenter_order
-from methods.knn import exact_knn
+from methods.knn import _probed_cells, exact_knn
 from methods.select import PruneSpec, select
 
 
@@ -169,6 +169,35 @@ def test_the_approximate_knn_graph_is_an_explicit_option_close_to_the_exact_one(
     assert get_method("d2", {}).knn == "exact"
     with pytest.raises(ConfigError, match="method.knn='hnsw' is not one of exact, ivf"):
         get_method("d2", {"knn": "hnsw"})
+
+
+def test_each_cell_probes_its_nearest_cells_until_they_hold_the_rows_asked():
+    rng = np.random.default_rng(4)
+    centroids = rng.standard_normal((90, 6)).astype(np.float32)
+    sizes = rng.integers(0, 40, size=90)
+    sizes[7] = 900  # one cell far larger than the rest, as k-means makes on random features
+    for rows in (1, 150, 1_000, sizes.sum() + 1):
+        probed = _probed_cells(centroids, sizes, rows)
+        for cell, cells in enumerate(probed):
+            distances = ((centroids - centroids[cell]) ** 2).sum(axis=1)
+            nearest = np.argsort(distances, kind="stable")
+            held = np.cumsum(sizes[nearest])
+            count = min(90, 1 + int(np.sum(held < rows)))  # the first prefix holding `rows`
+            assert cells.tolist() == nearest[:count].tolist()
+
+
+def test_the_recall_of_the_approximate_graph_is_the_share_of_exact_neighbours_found(
+    tmp_path, capsys
+):
+    exact = np.array([[0, 1, 2], [1, 0, 3]])
+    assert knn_recall.recall(exact, np.array([[0, 2, 5], [3, 1, 0]])) == pytest.approx(5 / 6)
+    out = tmp_path / "knn.json"
+    knn_recall.main(["--sets", "random", "--sizes", "400", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["n"], row["dim"]) == (400, knn_recall.RANDOM_DIM)
+    assert 0 < row["recall"] <= 1
+    assert set(row["kept_shared"]) == {str(f) for f in knn_recall.FRACTIONS}
+    assert "| random | 400 | 512 |" in capsys.readouterr().out
 
 
 def test_geometry_benchmark_fits_the_growth_and_extrapolates_by_the_classes():

@@ -1,0 +1,135 @@
+"""How close D2's approximate k-NN graph (`method.knn=ivf`) comes to the exact one.
+
+    python -m benchmarks.speed knn                       # about 10 minutes on 2 cores
+    python -m benchmarks.speed knn --sets fashion_mnist --sizes 10000 60000
+
+The geometry timing runs on random Gaussian features, which have no neighbour
+structure: there an approximate search can only be timed, not judged. This part judges
+it on real images, with the pixels of the training images (scaled to [0, 1]) as the
+features, and on the random features for contrast. For each set and size (the first N
+training images in a seeded random order) it times `exact_knn` and `ivf_knn` for D2's
+k = 11 (10 neighbours and the row itself) and reports the recall (the share of the exact
+11 nearest that the approximate search returns) and, with the same seeded random
+difficulty, the share of D2's kept set (one global graph, forward and reverse passes)
+that the approximate graph keeps too, at 30, 50 and 70% removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.data import load_dataset
+from methods.d2 import Graph, forward_pass, graph_from_search, reverse_order
+from methods.knn import exact_knn, ivf_knn
+from methods.select import kept_count
+
+K = 11  # D2's default 10 neighbours, and the row itself
+FRACTIONS = (0.3, 0.5, 0.7)
+DATA = {
+    "fashion_mnist": {"name": "fashion_mnist"},
+    "cifar10_jpg": {"name": "imagefolder", "label": "cifar10_jpg", "path": "cifar10-jpg.tar.gz"},
+}
+RANDOM = "random"
+RANDOM_DIM = 512
+
+
+def features(name: str, n: int | None, seed: int = 0) -> np.ndarray:
+    """[n, D] float32 features: training pixels in [0, 1], or Gaussian for `random`."""
+    if name == RANDOM:
+        return np.random.default_rng(seed).standard_normal((n, RANDOM_DIM), dtype=np.float32)
+    images = load_dataset(DATA[name]).train_x
+    order = np.random.default_rng(seed).permutation(images.shape[0])[:n]
+    return images[order].reshape(order.size, -1).numpy().astype(np.float32) / 255
+
+
+def recall(exact: np.ndarray, approximate: np.ndarray) -> float:
+    """Share of each row's exact neighbours (self included) that the approximate search found."""
+    hits = sum(np.intersect1d(a, b).size for a, b in zip(exact, approximate, strict=True))
+    return hits / exact.size
+
+
+def d2_kept(graph: Graph, difficulty: np.ndarray, fraction: float) -> np.ndarray:
+    """The examples D2 (global graph, the official forward weight and gamma 1) keeps."""
+    picks = kept_count(difficulty.size, fraction)
+    return reverse_order(forward_pass(difficulty, graph, 1.0), graph, 1.0, picks)
+
+
+def measure(x: np.ndarray) -> dict[str, Any]:
+    start = time.perf_counter()
+    exact = exact_knn(x, K)
+    exact_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    approximate = ivf_knn(x, K)
+    ivf_seconds = time.perf_counter() - start
+    difficulty = np.random.default_rng(1).random(x.shape[0])
+    graphs = [graph_from_search(*found) for found in (exact, approximate)]
+    shared = {}
+    for fraction in FRACTIONS:
+        kept = [d2_kept(graph, difficulty, fraction) for graph in graphs]
+        shared[fraction] = np.intersect1d(*kept).size / kept[0].size
+    return {
+        "n": x.shape[0],
+        "dim": x.shape[1],
+        "exact_seconds": exact_seconds,
+        "ivf_seconds": ivf_seconds,
+        "recall": recall(exact[1], approximate[1]),
+        "kept_shared": shared,
+    }
+
+
+def report(rows: list[dict[str, Any]]) -> list[str]:
+    removed = " | ".join(f"D2 kept shared, {f:.0%} removed" for f in FRACTIONS)
+    lines = [
+        f"| features | N | D | exact | ivf | recall@{K} | {removed} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(FRACTIONS),
+    ]
+    for r in rows:
+        shared = " | ".join(f"{r['kept_shared'][f]:.3f}" for f in FRACTIONS)
+        lines.append(
+            f"| {r['set']} | {r['n']:,} | {r['dim']} | {r['exact_seconds']:.1f} s | "
+            f"{r['ivf_seconds']:.1f} s | {r['recall']:.3f} | {shared} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed knn",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sets", nargs="+", choices=[*DATA, RANDOM], default=[*DATA, RANDOM])
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10_000, 50_000],
+        help="training images (or random rows) per set; a size above a set's is its whole set",
+    )
+    parser.add_argument("--out", default="knn_recall.json")
+    args = parser.parse_args(argv)
+    if any(n < K + 1 for n in args.sizes):
+        parser.error(f"--sizes must each be at least {K + 1} (got {args.sizes})")
+    rows = []
+    for name in args.sets:
+        for n in args.sizes:
+            row = {"set": name, **measure(features(name, n))}
+            rows.append(row)
+            print(report([row])[-1], flush=True)
+    lines = report(rows)
+    print("\n".join(lines))
+    payload = {
+        "args": vars(args),
+        "rows": rows,
+        "table": lines,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    Path(args.out).write_text(json.dumps(payload, indent=1, default=str))
