@@ -196,7 +196,13 @@ def test_the_recall_of_the_approximate_graph_is_the_share_of_exact_neighbours_fo
     (row,) = json.loads(out.read_text())["rows"]
     assert (row["n"], row["dim"]) == (400, knn_recall.RANDOM_DIM)
     assert 0 < row["recall"] <= 1
-    assert set(row["kept_shared"]) == {str(f) for f in knn_recall.FRACTIONS}
+    for key in ("kept_shared_default", "kept_shared_scaled", "graph_kept_hardest_scaled"):
+        assert set(row[key]) == {str(f) for f in knn_recall.FRACTIONS}
+        assert all(0 <= share <= 1 for share in row[key].values())
+    # without edges D2 keeps the hardest: a graph of far-apart points moves no pick
+    far = knn_recall.graph_from_search(*exact_knn(1e6 * np.eye(30, dtype=np.float32), 3))
+    hardest = knn_recall.d2_kept(far, np.linspace(0, 1, 30), 0.5, 1.0)
+    assert sorted(hardest.tolist()) == list(range(15, 30))
     assert "| random | 400 | 512 |" in capsys.readouterr().out
 
 
