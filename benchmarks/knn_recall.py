@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks.data import load_dataset
 from methods.d2 import Graph, forward_pass, graph_from_search, reverse_order
-from methods.knn import exact_knn, ivf_knn
+from methods.knn import IVF_PROBES, exact_knn, ivf_knn
 from methods.select import kept_count
 
 K = 11  # D2's default 10 neighbours, and the row itself
@@ -69,41 +69,46 @@ def shared(a: np.ndarray, b: np.ndarray) -> float:
     return np.intersect1d(a, b).size / a.size
 
 
-def measure(x: np.ndarray) -> dict[str, Any]:
+def measure(x: np.ndarray, probes: list[int]) -> list[dict[str, Any]]:
+    """One row per number of probes, against one exact search."""
     start = time.perf_counter()
     exact = exact_knn(x, K)
     exact_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    approximate = ivf_knn(x, K)
-    ivf_seconds = time.perf_counter() - start
     difficulty = np.random.default_rng(1).random(x.shape[0])
     hardest = np.argsort(-difficulty, kind="stable")
-    graphs = [graph_from_search(*found) for found in (exact, approximate)]
-    scaled = 1.0 / float(np.median(graphs[0].distances))
-    result: dict[str, Any] = {
-        "n": x.shape[0],
-        "dim": x.shape[1],
-        "exact_seconds": exact_seconds,
-        "ivf_seconds": ivf_seconds,
-        "recall": recall(exact[1], approximate[1]),
-        "scaled_gamma": scaled,
-    }
-    for name, gamma in (("default", 1.0), ("scaled", scaled)):
-        kept = {f: [d2_kept(g, difficulty, f, gamma) for g in graphs] for f in FRACTIONS}
-        result[f"kept_shared_{name}"] = {f: shared(*kept[f]) for f in FRACTIONS}
-        result[f"graph_kept_hardest_{name}"] = {
-            f: shared(kept[f][0], hardest[: kept[f][0].size]) for f in FRACTIONS
+    exact_graph = graph_from_search(*exact)
+    scaled = 1.0 / float(np.median(exact_graph.distances))
+    rows = []
+    for count in probes:
+        start = time.perf_counter()
+        approximate = ivf_knn(x, K, count)
+        row: dict[str, Any] = {
+            "n": x.shape[0],
+            "dim": x.shape[1],
+            "probes": count,
+            "exact_seconds": exact_seconds,
+            "ivf_seconds": time.perf_counter() - start,
+            "recall": recall(exact[1], approximate[1]),
+            "scaled_gamma": scaled,
         }
-    return result
+        graphs = (exact_graph, graph_from_search(*approximate))
+        for name, gamma in (("default", 1.0), ("scaled", scaled)):
+            kept = {f: [d2_kept(g, difficulty, f, gamma) for g in graphs] for f in FRACTIONS}
+            row[f"kept_shared_{name}"] = {f: shared(*kept[f]) for f in FRACTIONS}
+            row[f"graph_kept_hardest_{name}"] = {
+                f: shared(kept[f][0], hardest[: kept[f][0].size]) for f in FRACTIONS
+            }
+        rows.append(row)
+    return rows
 
 
 def report(rows: list[dict[str, Any]]) -> list[str]:
     removed = "/".join(f"{f:.0%}" for f in FRACTIONS)
     lines = [
-        f"| features | N | D | exact | ivf | recall@{K} | D2 kept shared, gamma 1 ({removed} "
-        f"removed) | D2 kept shared, gamma 1/median d | exact graph's kept set among the "
-        "hardest, gamma 1/median d |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| features | N | D | probes | exact | ivf | recall@{K} | D2 kept shared, gamma 1 "
+        f"({removed} removed) | D2 kept shared, gamma 1/median d | exact graph's kept set "
+        "among the hardest, gamma 1/median d |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         cells = [
@@ -111,8 +116,10 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
             for key in ("kept_shared_default", "kept_shared_scaled", "graph_kept_hardest_scaled")
         ]
         lines.append(
-            f"| {r['set']} | {r['n']:,} | {r['dim']} | {r['exact_seconds']:.1f} s | "
-            f"{r['ivf_seconds']:.1f} s | {r['recall']:.3f} | " + " | ".join(cells) + " |"
+            f"| {r['set']} | {r['n']:,} | {r['dim']} | {r['probes']} | "
+            f"{r['exact_seconds']:.1f} s | {r['ivf_seconds']:.1f} s | {r['recall']:.3f} | "
+            + " | ".join(cells)
+            + " |"
         )
     return lines
 
@@ -131,16 +138,25 @@ def main(argv: list[str] | None = None) -> None:
         default=[10_000, 50_000],
         help="training images (or random rows) per set; a size above a set's is its whole set",
     )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        nargs="+",
+        default=[IVF_PROBES],
+        help=f"mean cells of rows each cell searches (method.knn_probes; default {IVF_PROBES})",
+    )
     parser.add_argument("--out", default="knn_recall.json")
     args = parser.parse_args(argv)
     if any(n < K + 1 for n in args.sizes):
         parser.error(f"--sizes must each be at least {K + 1} (got {args.sizes})")
+    if any(p < 1 for p in args.probes):
+        parser.error(f"--probes must each be at least 1 (got {args.probes})")
     rows = []
     for name in args.sets:
         for n in args.sizes:
-            row = {"set": name, **measure(features(name, n))}
-            rows.append(row)
-            print(report([row])[-1], flush=True)
+            for row in measure(features(name, n), args.probes):
+                rows.append({"set": name, **row})
+                print(report(rows[-1:])[-1], flush=True)
     lines = report(rows)
     print("\n".join(lines))
     payload = {

@@ -13,7 +13,7 @@ from benchmarks.errors import ConfigError
 from methods.base import PruningMethod, ScoreContext, make_method
 from methods.ccs import ccs_cut_scores
 from methods.features import FeatureMethod, order_scores, picks_needed
-from methods.knn import exact_knn, ivf_knn
+from methods.knn import IVF_PROBES, exact_knn, ivf_knn
 from methods.proxy_method import ProxyMethod
 from methods.registry import METHODS, register
 from methods.select import PruneSpec, kept_count
@@ -39,19 +39,21 @@ class Graph:
 KNN_INDEXES = ("exact", "ivf")
 
 
-def knn_graph(features: np.ndarray, k: int, index: str = "exact") -> Graph:
+def knn_graph(
+    features: np.ndarray, k: int, index: str = "exact", probes: int = IVF_PROBES
+) -> Graph:
     """Edges i-j where j is among i's k nearest (Euclidean) or i among j's, as the official code.
 
     `exact`: exhaustive search (`exact_knn`: float32, each pair of rows compared once,
     blocked: memory O(N k) beyond the features), the graph the method is defined on.
     `ivf`: approximate, an explicit option for ImageNet-size N (`ivf_knn`: an inverted
     file over 4 sqrt(N) k-means cells, each searching the cells nearest its own until they
-    hold 48 mean cells of rows). Each
+    hold `probes` mean cells of rows). Each
     point's own entry is dropped from its k + 1 nearest (or, among more than k + 1
     duplicates, the last).
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
-    return graph_from_search(*_search(x, k + 1, index))
+    return graph_from_search(*_search(x, k + 1, index, probes))
 
 
 def graph_from_search(squared: np.ndarray, found: np.ndarray) -> Graph:
@@ -72,9 +74,9 @@ def graph_from_search(squared: np.ndarray, found: np.ndarray) -> Graph:
     return Graph(indptr=indptr, neighbors=unique % n, distances=both)
 
 
-def _search(x: np.ndarray, k: int, index: str) -> tuple[np.ndarray, np.ndarray]:
+def _search(x: np.ndarray, k: int, index: str, probes: int) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest rows of x to each row (squared distances, indices)."""
-    return exact_knn(x, k) if index == "exact" else ivf_knn(x, k)
+    return exact_knn(x, k) if index == "exact" else ivf_knn(x, k, probes)
 
 
 # the official GraphDensitySampler floors every neighbour's score at this before weighting
@@ -213,6 +215,7 @@ class D2Pruning(FeatureMethod):
     gamma_forward: float = 1.0
     gamma_reverse: float = 1.0
     knn: str = "exact"
+    knn_probes: int = IVF_PROBES
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -232,6 +235,8 @@ class D2Pruning(FeatureMethod):
             raise ConfigError(f"method.knn={self.knn!r} is not one of {', '.join(KNN_INDEXES)}")
         if self.strata < 1:
             raise ConfigError(f"method.strata={self.strata} must be >= 1")
+        if self.knn_probes < 1:
+            raise ConfigError(f"method.knn_probes={self.knn_probes} must be >= 1")
         if self.mode != "global" and self.runs != 1:
             raise ConfigError(f"method.mode={self.mode} selects from one proxy run: set runs=1")
         self.difficulty_method()
@@ -271,7 +276,7 @@ class D2Pruning(FeatureMethod):
             raise ConfigError(
                 f"method.neighbors={self.neighbors} needs more than {scores.size} examples"
             )
-        graph = knn_graph(features, self.neighbors, self.knn)
+        graph = knn_graph(features, self.neighbors, self.knn, self.knn_probes)
         return reverse_order(
             forward_pass(scores, graph, self.gamma_forward), graph, self.gamma_reverse, picks
         )

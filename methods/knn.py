@@ -64,9 +64,11 @@ def exact_knn(x: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.ndarray, np
 # points per cell (faiss's least without a warning), for this many Lloyd iterations
 IVF_TRAIN_POINTS_PER_CELL = 39
 IVF_ITERATIONS = 10
+# mean cells of rows each cell searches (recall against time: `python -m benchmarks.speed knn`)
+IVF_PROBES = 96
 
 
-def ivf_knn(x: np.ndarray, k: int, probes: int = 48) -> tuple[np.ndarray, np.ndarray]:
+def ivf_knn(x: np.ndarray, k: int, probes: int = IVF_PROBES) -> tuple[np.ndarray, np.ndarray]:
     """(squared distances, indices) [n, k] of approximately the k nearest rows of x to each
     row, in ascending distance, each row itself included (float32).
 

@@ -167,6 +167,8 @@ def test_the_approximate_knn_graph_is_an_explicit_option_close_to_the_exact_one(
     )
     assert found / exact.neighbors.size > 0.9
     assert get_method("d2", {}).knn == "exact"
+    with pytest.raises(ConfigError, match="method.knn_probes=0 must be >= 1"):
+        get_method("d2", {"knn_probes": 0})
     with pytest.raises(ConfigError, match="method.knn='hnsw' is not one of exact, ivf"):
         get_method("d2", {"knn": "hnsw"})
 
@@ -192,18 +194,22 @@ def test_the_recall_of_the_approximate_graph_is_the_share_of_exact_neighbours_fo
     exact = np.array([[0, 1, 2], [1, 0, 3]])
     assert knn_recall.recall(exact, np.array([[0, 2, 5], [3, 1, 0]])) == pytest.approx(5 / 6)
     out = tmp_path / "knn.json"
-    knn_recall.main(["--sets", "random", "--sizes", "400", "--out", str(out)])
-    (row,) = json.loads(out.read_text())["rows"]
-    assert (row["n"], row["dim"]) == (400, knn_recall.RANDOM_DIM)
-    assert 0 < row["recall"] <= 1
+    args = ["--sets", "random", "--sizes", "400", "--probes", "2", "1000", "--out", str(out)]
+    knn_recall.main(args)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["n"], r["dim"], r["probes"]) for r in rows] == [(400, 512, 2), (400, 512, 1000)]
+    assert 0 < rows[0]["recall"] < 1
+    assert rows[1]["recall"] == 1  # probing every cell is the exhaustive search
     for key in ("kept_shared_default", "kept_shared_scaled", "graph_kept_hardest_scaled"):
-        assert set(row[key]) == {str(f) for f in knn_recall.FRACTIONS}
-        assert all(0 <= share <= 1 for share in row[key].values())
+        assert set(rows[0][key]) == {str(f) for f in knn_recall.FRACTIONS}
+        assert all(0 <= share <= 1 for share in rows[0][key].values())
+    for key in ("kept_shared_default", "kept_shared_scaled"):  # the same graph: the same kept
+        assert all(share == 1 for share in rows[1][key].values())
     # without edges D2 keeps the hardest: a graph of far-apart points moves no pick
     far = knn_recall.graph_from_search(*exact_knn(1e6 * np.eye(30, dtype=np.float32), 3))
     hardest = knn_recall.d2_kept(far, np.linspace(0, 1, 30), 0.5, 1.0)
     assert sorted(hardest.tolist()) == list(range(15, 30))
-    assert "| random | 400 | 512 |" in capsys.readouterr().out
+    assert "| random | 400 | 512 | 1000 |" in capsys.readouterr().out
 
 
 def test_geometry_benchmark_fits_the_growth_and_extrapolates_by_the_classes():
