@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed knn                       # about 10 minutes on 2 cores
     python -m benchmarks.speed knn --sets fashion_mnist --sizes 10000 60000
+    python -m benchmarks.speed knn --probes 48 96 --faiss-nprobe 8 16 32
 
 The geometry timing runs on random Gaussian features, which have no neighbour
 structure: there an approximate search can only be timed, not judged. This part judges
@@ -16,6 +17,9 @@ gamma = 1 and with gamma = 1 / the median edge length of the exact graph, where 
 messages carry weight (at gamma = 1 on these features exp(-gamma d) is small, so the
 graph moves few picks); and how much the exact graph moves the kept set at all (the
 share it keeps of the hardest examples, which D2 without edges would keep).
+`--faiss-nprobe` adds faiss's own inverted file (IndexIVFFlat on as many cells, trained
+with the same k-means settings, each row probing its `nprobe` nearest cells) as the
+library baseline that `ivf_knn`'s cell-by-cell matrix products are measured against.
 """
 
 from __future__ import annotations
@@ -27,11 +31,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from benchmarks.data import load_dataset
 from methods.d2 import Graph, forward_pass, graph_from_search, reverse_order
-from methods.knn import IVF_PROBES, exact_knn, ivf_knn
+from methods.knn import (
+    IVF_ITERATIONS,
+    IVF_PROBES,
+    IVF_TRAIN_POINTS_PER_CELL,
+    exact_knn,
+    ivf_cells,
+    ivf_knn,
+)
 from methods.select import kept_count
 
 K = 11  # D2's default 10 neighbours, and the row itself
@@ -59,6 +71,19 @@ def recall(exact: np.ndarray, approximate: np.ndarray) -> float:
     return hits / exact.size
 
 
+def faiss_ivf_knn(x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's IndexIVFFlat over `ivf_knn`'s number of cells and k-means settings."""
+    cells = ivf_cells(x.shape[0])
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], cells)
+    index.cp.niter = IVF_ITERATIONS
+    index.cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_CELL
+    index.cp.min_points_per_centroid = 1
+    index.train(x)
+    index.add(x)
+    index.nprobe = min(nprobe, cells)
+    return index.search(x, k)
+
+
 def d2_kept(graph: Graph, difficulty: np.ndarray, fraction: float, gamma: float) -> np.ndarray:
     """The examples D2 (global graph, gamma for both passes) keeps at `fraction` removed."""
     picks = kept_count(difficulty.size, fraction)
@@ -69,8 +94,9 @@ def shared(a: np.ndarray, b: np.ndarray) -> float:
     return np.intersect1d(a, b).size / a.size
 
 
-def measure(x: np.ndarray, probes: list[int]) -> list[dict[str, Any]]:
-    """One row per number of probes, against one exact search."""
+def measure(x: np.ndarray, probes: list[int], nprobes: list[int]) -> list[dict[str, Any]]:
+    """One row per approximate search (`ivf_knn` per probes, faiss per nprobe), against one
+    exact search."""
     start = time.perf_counter()
     exact = exact_knn(x, K)
     exact_seconds = time.perf_counter() - start
@@ -78,14 +104,17 @@ def measure(x: np.ndarray, probes: list[int]) -> list[dict[str, Any]]:
     hardest = np.argsort(-difficulty, kind="stable")
     exact_graph = graph_from_search(*exact)
     scaled = 1.0 / float(np.median(exact_graph.distances))
+    searches = [(f"ivf_knn, {p} probes", lambda p=p: ivf_knn(x, K, p)) for p in probes] + [
+        (f"faiss IVFFlat, nprobe {p}", lambda p=p: faiss_ivf_knn(x, K, p)) for p in nprobes
+    ]
     rows = []
-    for count in probes:
+    for label, search in searches:
         start = time.perf_counter()
-        approximate = ivf_knn(x, K, count)
+        approximate = search()
         row: dict[str, Any] = {
             "n": x.shape[0],
             "dim": x.shape[1],
-            "probes": count,
+            "search": label,
             "exact_seconds": exact_seconds,
             "ivf_seconds": time.perf_counter() - start,
             "recall": recall(exact[1], approximate[1]),
@@ -105,9 +134,9 @@ def measure(x: np.ndarray, probes: list[int]) -> list[dict[str, Any]]:
 def report(rows: list[dict[str, Any]]) -> list[str]:
     removed = "/".join(f"{f:.0%}" for f in FRACTIONS)
     lines = [
-        f"| features | N | D | probes | exact | ivf | recall@{K} | D2 kept shared, gamma 1 "
-        f"({removed} removed) | D2 kept shared, gamma 1/median d | exact graph's kept set "
-        "among the hardest, gamma 1/median d |",
+        f"| features | N | D | approximate search | exact | approximate | recall@{K} | "
+        f"D2 kept shared, gamma 1 ({removed} removed) | D2 kept shared, gamma 1/median d | "
+        "exact graph's kept set among the hardest, gamma 1/median d |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -116,7 +145,7 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
             for key in ("kept_shared_default", "kept_shared_scaled", "graph_kept_hardest_scaled")
         ]
         lines.append(
-            f"| {r['set']} | {r['n']:,} | {r['dim']} | {r['probes']} | "
+            f"| {r['set']} | {r['n']:,} | {r['dim']} | {r['search']} | "
             f"{r['exact_seconds']:.1f} s | {r['ivf_seconds']:.1f} s | {r['recall']:.3f} | "
             + " | ".join(cells)
             + " |"
@@ -145,16 +174,26 @@ def main(argv: list[str] | None = None) -> None:
         default=[IVF_PROBES],
         help=f"mean cells of rows each cell searches (method.knn_probes; default {IVF_PROBES})",
     )
+    parser.add_argument(
+        "--faiss-nprobe",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also faiss's IndexIVFFlat probing this many cells per row (the library baseline)",
+    )
     parser.add_argument("--out", default="knn_recall.json")
     args = parser.parse_args(argv)
     if any(n < K + 1 for n in args.sizes):
         parser.error(f"--sizes must each be at least {K + 1} (got {args.sizes})")
-    if any(p < 1 for p in args.probes):
-        parser.error(f"--probes must each be at least 1 (got {args.probes})")
+    if any(p < 1 for p in args.probes + args.faiss_nprobe):
+        parser.error(
+            f"--probes and --faiss-nprobe must each be at least 1 (got {args.probes}, "
+            f"{args.faiss_nprobe})"
+        )
     rows = []
     for name in args.sets:
         for n in args.sizes:
-            for row in measure(features(name, n), args.probes):
+            for row in measure(features(name, n), args.probes, args.faiss_nprobe):
                 rows.append({"set": name, **row})
                 print(report(rows[-1:])[-1], flush=True)
     lines = report(rows)

@@ -87,7 +87,7 @@ def ivf_knn(x: np.ndarray, k: int, probes: int = IVF_PROBES) -> tuple[np.ndarray
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, dim = x.shape
     k = min(k, n)
-    cells = max(1, min(n // IVF_TRAIN_POINTS_PER_CELL, round(4 * np.sqrt(n))))
+    cells = ivf_cells(n)
     kmeans = faiss.Kmeans(
         dim,
         cells,
@@ -124,6 +124,11 @@ def ivf_knn(x: np.ndarray, k: int, probes: int = IVF_PROBES) -> tuple[np.ndarray
         flat.add(x)
         best[short], found[short] = flat.search(x[short], k)
     return best, found
+
+
+def ivf_cells(n: int) -> int:
+    """The approximate search's number of cells for n rows: 4 sqrt(n), at most n / 39."""
+    return max(1, min(n // IVF_TRAIN_POINTS_PER_CELL, round(4 * np.sqrt(n))))
 
 
 def _probed_cells(centroids: np.ndarray, sizes: np.ndarray, rows: float) -> list[np.ndarray]:

@@ -195,11 +195,15 @@ def test_the_recall_of_the_approximate_graph_is_the_share_of_exact_neighbours_fo
     assert knn_recall.recall(exact, np.array([[0, 2, 5], [3, 1, 0]])) == pytest.approx(5 / 6)
     out = tmp_path / "knn.json"
     args = ["--sets", "random", "--sizes", "400", "--probes", "2", "1000", "--out", str(out)]
-    knn_recall.main(args)
+    knn_recall.main([*args, "--faiss-nprobe", "1000"])
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["n"], r["dim"], r["probes"]) for r in rows] == [(400, 512, 2), (400, 512, 1000)]
+    assert [(r["n"], r["dim"], r["search"]) for r in rows] == [
+        (400, 512, "ivf_knn, 2 probes"),
+        (400, 512, "ivf_knn, 1000 probes"),
+        (400, 512, "faiss IVFFlat, nprobe 1000"),
+    ]
     assert 0 < rows[0]["recall"] < 1
-    assert rows[1]["recall"] == 1  # probing every cell is the exhaustive search
+    assert rows[1]["recall"] == rows[2]["recall"] == 1  # every cell: the exhaustive search
     for key in ("kept_shared_default", "kept_shared_scaled", "graph_kept_hardest_scaled"):
         assert set(rows[0][key]) == {str(f) for f in knn_recall.FRACTIONS}
         assert all(0 <= share <= 1 for share in rows[0][key].values())
@@ -209,7 +213,7 @@ def test_the_recall_of_the_approximate_graph_is_the_share_of_exact_neighbours_fo
     far = knn_recall.graph_from_search(*exact_knn(1e6 * np.eye(30, dtype=np.float32), 3))
     hardest = knn_recall.d2_kept(far, np.linspace(0, 1, 30), 0.5, 1.0)
     assert sorted(hardest.tolist()) == list(range(15, 30))
-    assert "| random | 400 | 512 | 1000 |" in capsys.readouterr().out
+    assert "| random | 400 | 512 | ivf_knn, 1000 probes |" in capsys.readouterr().out
 
 
 def test_geometry_benchmark_fits_the_growth_and_extrapolates_by_the_classes():
