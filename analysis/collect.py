@@ -20,27 +20,19 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from benchmarks.results import DATA_LOCATION_KEYS, SPEED_ONLY_TRAIN_KEYS
-from benchmarks.results import RECORD_SCHEMA as SCHEMA
-from benchmarks.wandb_logger import METRIC_KEYS
+from analysis.schema import (
+    CELL_KEYS,
+    DATA_LOCATION_KEYS,
+    METRIC_KEYS,
+    SCHEMA,
+    SPEED_ONLY_TRAIN_KEYS,
+)
+from analysis.wandb_offline import offline_records
+from analysis.wandb_source import wandb_records
 
 WANDB_PREFIX = "wandb:"
 WANDB_OFFLINE_PREFIX = "wandb-offline:"
 FULL = "full"
-CELL_KEYS = (
-    "data",
-    "model",
-    "method",
-    "method_name",
-    "fraction",
-    "seed",
-    "keep",
-    "balance",
-    "strategy",
-    "offset",
-    "budget",
-    "epochs",
-)
 
 
 @dataclass
@@ -56,12 +48,8 @@ class Collection:
 def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> Collection:
     """Records of a results directory (recursive), `wandb:ENTITY/PROJECT` or `wandb-offline:DIR`."""
     if source.startswith(WANDB_PREFIX):
-        from analysis.wandb_source import wandb_records
-
         records = wandb_records(source[len(WANDB_PREFIX) :], group, tags)
     elif source.startswith(WANDB_OFFLINE_PREFIX):
-        from analysis.wandb_offline import offline_records
-
         records = offline_records(Path(source[len(WANDB_OFFLINE_PREFIX) :]), group, list(tags))
     else:
         if group or tags:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.errors import AnalysisError
+from analysis.wandb_source import run_record
 
 MAGIC = b":W&B"
 FILE_HEADER = 7  # ":W&B", magic number (2), version (1)
@@ -120,8 +121,6 @@ def offline_runs(root: Path) -> list[OfflineRun]:
 
 def offline_records(root: Path, group: str | None, tags: list[str]) -> list[dict[str, Any]]:
     """The prunebench records held by the offline runs under `root`, filtered like the API's."""
-    from analysis.wandb_source import run_record
-
     records = []
     for run in offline_runs(root):
         if (group is not None and run.group != group) or not set(tags) <= set(run.tags):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis.collect import SCHEMA
 from analysis.errors import AnalysisError
-from benchmarks.wandb_logger import METRIC_KEYS, unflatten
+from analysis.schema import METRIC_KEYS, SCHEMA
+from benchmarks.wandb_logger import unflatten
 
 
 def wandb_records(path: str, group: str | None, tags: Sequence[str]) -> list[dict[str, Any]]:
