@@ -7,7 +7,7 @@ typed node: an unknown key or a value of the wrong type stops the composition.
 overrides past the schema; it checks the data section too, which is open at
 composition because some keys belong to one data set only (DATA_SET_KEYS). Method and
 model options are open mappings, checked by the method's and the model's own
-dataclass and signature (methods/base.py, benchmarks/models.py).
+dataclass and signature (methods/core/base.py, benchmarks/models.py).
 
 A new key is one line in its group's dataclass here (name, type, default) plus its
 value in the yaml file(s) that set it: a key every data set has goes into DataConfig
@@ -76,7 +76,7 @@ DATA_SET_KEYS: dict[str, type] = {"cinic10": Cinic10Keys, "imagenet": ImagenetKe
 
 @dataclass
 class CcsConfig:
-    # a number, or a table {removed fraction: beta} (methods.select.ccs_beta_for)
+    # a number, or a table {removed fraction: beta} (methods.core.select.ccs_beta_for)
     beta: Any = 0.0
     bins: int = 50
     cut_by: str = "aum"
@@ -115,7 +115,7 @@ class TrainConfig:
 
 @dataclass
 class ScoreProtocolConfig:
-    # null: epoch_fraction of the proxy's schedule (methods.proxy_method.epoch_at)
+    # null: epoch_fraction of the proxy's schedule (methods.core.proxy_method.epoch_at)
     epoch: int | None = None
     epoch_fraction: float = 0.1
     runs: int = 10
@@ -164,7 +164,7 @@ class Config:
     data: dict[str, Any] = field(default_factory=dict)
     # open: each model checks its own options (benchmarks/models.py check_model)
     model: dict[str, Any] = field(default_factory=dict)
-    # open: each method checks its own options (methods/base.py make_method)
+    # open: each method checks its own options (methods/core/base.py make_method)
     method: dict[str, Any] = field(default_factory=dict)
     prune: PruneConfig = field(default_factory=PruneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -48,10 +48,10 @@ from benchmarks.train import (
 )
 from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
-from methods.base import PruningMethod, ScoreContext
-from methods.ccs import ccs_cut_scores
-from methods.proxy_method import epoch_at
-from methods.select import PruneSpec, ccs_beta_for, kept_count
+from methods.core.base import PruningMethod, ScoreContext
+from methods.core.ccs import ccs_cut_scores
+from methods.core.proxy_method import epoch_at
+from methods.core.select import PruneSpec, ccs_beta_for, kept_count
 
 
 class Timer:

@@ -1,7 +1,7 @@
 """Methods, models and data sets from outside the repository.
 
 A plugin is a module that registers with the decorators the built-ins use
-(`methods.registry.register`, `MODELS.register`, `DATASETS.register`). Two ways in:
+(`methods.core.registry.register`, `MODELS.register`, `DATASETS.register`). Two ways in:
 
 - an installed package declares entry points in the groups `prunebench.methods`,
   `prunebench.models` and `prunebench.datasets`, each naming a module to import;
@@ -150,7 +150,7 @@ def _store_defaults() -> None:
     """
     from benchmarks.data import DATASETS
     from benchmarks.models import MODELS
-    from methods.registry import METHODS
+    from methods.core.registry import METHODS
 
     warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
     store = ConfigStore.instance()

@@ -1,4 +1,8 @@
-"""Pruning methods. Importing the package registers every method."""
+"""Pruning methods, one module each. Importing the package registers every method.
+
+The public API for a method of your own: `from methods import PruningMethod, ScoreContext,
+register` (the machinery behind it lives in `methods.core`).
+"""
 
 from methods import (  # noqa: F401  (registration side effect)
     aum,
@@ -32,6 +36,14 @@ from methods import (  # noqa: F401  (registration side effect)
     tdds,
     vog,
 )
-from methods.registry import get_method, method_classes, method_names
+from methods.core.base import PruningMethod, ScoreContext
+from methods.core.registry import get_method, method_classes, method_names, register
 
-__all__ = ["get_method", "method_classes", "method_names"]
+__all__ = [
+    "PruningMethod",
+    "ScoreContext",
+    "get_method",
+    "method_classes",
+    "method_names",
+    "register",
+]

@@ -8,7 +8,7 @@ import textwrap
 
 from benchmarks.errors import PrunebenchError
 from benchmarks.plugins import load_plugins
-from methods.registry import METHODS, method_classes
+from methods.core.registry import METHODS, method_classes
 
 
 def describe() -> str:

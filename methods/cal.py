@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.features import FeatureMethod
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import FeatureMethod
+from methods.core.registry import register
 
 
 def nearest_neighbours(features: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:

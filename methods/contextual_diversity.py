@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from methods.base import ScoreContext
-from methods.features import FeatureMethod, group_order_scores
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import FeatureMethod, group_order_scores
+from methods.core.registry import register
 
 
 def contextual_diversity_order(

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from benchmarks.train import LossWeights
-from methods.base import ScoreContext
-from methods.features import order_scores, picks_needed
-from methods.greedy import facility_location_order
-from methods.last_layer import ClassGradients, GradientMethod, gram_distances
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import order_scores, picks_needed
+from methods.core.greedy import facility_location_order
+from methods.core.last_layer import ClassGradients, GradientMethod, gram_distances
+from methods.core.registry import register
 
 
 def craig_similarity(gram: torch.Tensor) -> np.ndarray:

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import PruningMethod, ScoreContext, make_method
-from methods.ccs import ccs_cut_scores
-from methods.features import FeatureMethod, order_scores, picks_needed
-from methods.knn import IVF_PROBES, exact_knn, ivf_knn
-from methods.proxy_method import ProxyMethod
-from methods.registry import METHODS, register
-from methods.select import PruneSpec, kept_count
+from methods.core.base import PruningMethod, ScoreContext, make_method
+from methods.core.ccs import ccs_cut_scores
+from methods.core.features import FeatureMethod, order_scores, picks_needed
+from methods.core.knn import IVF_PROBES, exact_knn, ivf_knn
+from methods.core.proxy_method import ProxyMethod
+from methods.core.registry import METHODS, register
+from methods.core.select import PruneSpec, kept_count
 
 
 @dataclass(frozen=True)

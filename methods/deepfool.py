@@ -12,10 +12,10 @@ from torch import nn
 
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
-from methods.base import ScoreContext
-from methods.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
-from methods.proxy_method import ProxyMethod
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
+from methods.core.proxy_method import ProxyMethod
+from methods.core.registry import register
 
 
 def _input_jacobian(model: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,11 +8,11 @@ import numpy as np
 from scipy.stats import beta as beta_distribution
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod, check_window, sliding_window_epochs
-from methods.registry import register
-from methods.select import PruneSpec, kept_count, select
+from methods.core.base import ScoreContext
+from methods.core.dynamics import at_epoch, dynamics
+from methods.core.proxy_method import ProxyMethod, check_window, sliding_window_epochs
+from methods.core.registry import register
+from methods.core.select import PruneSpec, kept_count, select
 
 SAMPLING = ("topk", "beta")
 # the official code's constants: Beta(16 - b, b) with b = 15 (1 - anchor) (1 - r^c_d), anchored

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.dynamics import at_epoch, dynamics
+from methods.core.proxy_method import ProxyMethod
+from methods.core.registry import register
 
 # datadiet: eval-mode EL2N at one epoch; ccs: CCS's generate_importance_score.py EL2N, the sum
 # of the train-mode (augmented) EL2N over the first `ccs_epochs` epochs of its training log

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.registry import register
-from methods.uncertainty import PAPER, Uncertainty
+from methods.core.registry import register
+from methods.core.uncertainty import PAPER, Uncertainty
 
 
 @register

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.features import order_scores, picks_needed
-from methods.last_layer import GradientFactors, GradientMethod, one_blas_thread, split_by_class
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import order_scores, picks_needed
+from methods.core.last_layer import GradientFactors, GradientMethod, one_blas_thread, split_by_class
+from methods.core.registry import register
 
 
 def validation_gradient(

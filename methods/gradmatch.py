@@ -11,9 +11,9 @@ from scipy.optimize import nnls
 
 from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights
-from methods.base import ScoreContext
-from methods.features import order_scores, picks_needed
-from methods.last_layer import (
+from methods.core.base import ScoreContext
+from methods.core.features import order_scores, picks_needed
+from methods.core.last_layer import (
     ClassGradients,
     GradientFactors,
     GradientMethod,
@@ -22,7 +22,7 @@ from methods.last_layer import (
     output_errors,
     split_by_class,
 )
-from methods.registry import register
+from methods.core.registry import register
 
 TARGETS = ("train", "val")
 

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
-from methods.grad_norms import per_example_grad_norms
-from methods.proxy_method import ProxyMethod
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
+from methods.core.grad_norms import per_example_grad_norms
+from methods.core.proxy_method import ProxyMethod
+from methods.core.registry import register
 
 PARAMS = ("all", "last_layer")
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods.base import ScoreContext
-from methods.features import FeatureMethod, GramRows, group_order_scores
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import FeatureMethod, GramRows, group_order_scores
+from methods.core.registry import register
 
 
 def herding_order(features: np.ndarray, picks: int | None = None) -> np.ndarray:

@@ -9,8 +9,8 @@ import torch
 
 from benchmarks.errors import ConfigError
 from benchmarks.train import PassSampler
-from methods.dynamic import DynamicMethod
-from methods.registry import register
+from methods.core.dynamic import DynamicMethod
+from methods.core.registry import register
 
 # the official code never keeps less than this share of the well-learned examples
 MIN_KEEP_RATIO = 0.1

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods.registry import register
-from methods.uncertainty import PAPER, Uncertainty
+from methods.core.registry import register
+from methods.core.uncertainty import PAPER, Uncertainty
 
 
 @register

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods.base import ScoreContext
-from methods.features import FeatureMethod
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import FeatureMethod
+from methods.core.registry import register
 
 
 def class_median_distances(features: np.ndarray, labels: np.ndarray) -> np.ndarray:

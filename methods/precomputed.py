@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from benchmarks.errors import ConfigError
-from methods.base import PruningMethod, ScoreContext
-from methods.registry import register
+from methods.core.base import PruningMethod, ScoreContext
+from methods.core.registry import register
 
 SUFFIXES = (".npy", ".pt", ".csv")
 DIRECTIONS = ("high", "low")

@@ -13,9 +13,9 @@ import faiss
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.features import FeatureMethod
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import FeatureMethod
+from methods.core.registry import register
 
 
 def prototype_distances(

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.seeding import derive_seed
-from methods.base import PruningMethod, ScoreContext
-from methods.registry import register
+from methods.core.base import PruningMethod, ScoreContext
+from methods.core.registry import register
 
 
 @register

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.train import PassSampler
-from methods.dynamic import DynamicMethod
-from methods.registry import register
-from methods.select import kept_count
+from methods.core.dynamic import DynamicMethod
+from methods.core.registry import register
+from methods.core.select import kept_count
 
 
 class RS2Sampler(PassSampler):

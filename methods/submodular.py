@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.errors import ConfigError
-from methods.base import ScoreContext
-from methods.features import order_scores, picks_needed
-from methods.greedy import facility_location_order, graph_cut_order, log_determinant_order
-from methods.last_layer import GradientMethod, cosine_kernel
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.features import order_scores, picks_needed
+from methods.core.greedy import facility_location_order, graph_cut_order, log_determinant_order
+from methods.core.last_layer import GradientMethod, cosine_kernel
+from methods.core.registry import register
 
 FUNCTIONS = ("facility_location", "graph_cut", "log_determinant")
 

@@ -9,10 +9,10 @@ import torch
 
 from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights
-from methods.base import ScoreContext
-from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod, check_window, sliding_window_epochs
-from methods.registry import register
+from methods.core.base import ScoreContext
+from methods.core.dynamics import at_epoch, dynamics
+from methods.core.proxy_method import ProxyMethod, check_window, sliding_window_epochs
+from methods.core.registry import register
 
 WINDOW_MINIMUM = 3
 WINDOW_WHY = ": a window needs two epoch-to-epoch changes to vary"

@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from methods.base import ScoreContext
-from methods.dynamics import (
+from methods.core.base import ScoreContext
+from methods.core.dynamics import (
     derived_sufficient,
     proxy_key,
     proxy_material,
     recorded_run,
     restate_cost,
 )
-from methods.proxy_method import ProxyMethod
-from methods.registry import register
+from methods.core.proxy_method import ProxyMethod
+from methods.core.registry import register
 
 
 def true_logit_input_gradients(

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
-from methods.base import ScoreContext
+from methods.core.base import ScoreContext
 
 
 def synthetic_ctx(

@@ -15,7 +15,7 @@ from analysis.leaderboard import build_tables
 from benchmarks.data import DATASETS
 from benchmarks.models import MODELS
 from benchmarks.pipeline import run
-from methods.registry import method_names
+from methods.core.registry import method_names
 
 
 @pytest.fixture(scope="module")

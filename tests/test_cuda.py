@@ -1,4 +1,4 @@
-"""The CUDA path against the CPU: run with `pytest -m cuda` on a GPU (benchmarks/gpu_check.sh).
+"""The CUDA path against the CPU: `pytest -m cuda` on a GPU (benchmarks/speed/gpu_check.sh).
 
 Skipped without CUDA. Tolerances: bf16 autocast carries 8 bits of mantissa, so a short
 training under it lands within a few percent of the float32 CPU run; float32 on CUDA
@@ -16,8 +16,8 @@ from test_grad_norms import loop_norms
 from benchmarks.augment import Augment
 from benchmarks.models import build_model
 from benchmarks.train import TrainSettings, budget_steps, prepare_model, train
-from methods.dynamics import Proxy, dynamics, eval_summaries, proxy_network
-from methods.grad_norms import per_example_grad_norms
+from methods.core.dynamics import Proxy, dynamics, eval_summaries, proxy_network
+from methods.core.grad_norms import per_example_grad_norms
 
 pytestmark = [
     pytest.mark.cuda,

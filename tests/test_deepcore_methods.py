@@ -17,12 +17,12 @@ from benchmarks.models import Classifier
 from methods import cal, contextual_diversity, deepfool, dual, loss, vog
 from methods.cal import cal_scores, nearest_neighbours
 from methods.contextual_diversity import contextual_diversity_order
+from methods.core.dynamics import Proxy, at_epoch, dynamics, train_proxy
+from methods.core.features import proxy_outputs
+from methods.core.registry import get_method
+from methods.core.select import PruneSpec, class_quotas, kept_count
 from methods.deepfool import deepfool_norms
 from methods.dual import beta_probabilities, dual_scores
-from methods.dynamics import Proxy, at_epoch, dynamics, train_proxy
-from methods.features import proxy_outputs
-from methods.registry import get_method
-from methods.select import PruneSpec, class_quotas, kept_count
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 MODULES = (loss, dual, cal, contextual_diversity, deepfool, vog)

@@ -9,7 +9,7 @@ from synthetic import synthetic_ctx
 
 from benchmarks.seeding import derive_seed
 from methods import get_method
-from methods.dynamics import (
+from methods.core.dynamics import (
     DynamicsRecorder,
     Proxy,
     dynamics,

@@ -14,13 +14,13 @@ from synthetic import synthetic_ctx
 
 from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights, weighted_batch_loss
-from methods.ccs import ccs_cut_scores
+from methods.core.ccs import ccs_cut_scores
+from methods.core.dynamics import DynamicsRecorder, Proxy, at_epoch, dynamics
+from methods.core.proxy_method import epoch_at
+from methods.core.registry import get_method
+from methods.core.select import PruneSpec, ccs_beta_for, kept_count, select
 from methods.d2 import d2_budgets
-from methods.dynamics import DynamicsRecorder, Proxy, at_epoch, dynamics
 from methods.infobatch import InfoBatchSampler
-from methods.proxy_method import epoch_at
-from methods.registry import get_method
-from methods.select import PruneSpec, ccs_beta_for, kept_count, select
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -15,16 +15,16 @@ from synthetic import synthetic_ctx
 from benchmarks.cache import read_artifact, write_artifact
 from benchmarks.errors import ConfigError
 from methods import d2, dyn_unc, herding, kcenter, moderate, prototypes, tdds
+from methods.core.dynamics import DynamicsRecorder, Proxy, dynamics, proxy_material, train_proxy
+from methods.core.features import order_scores, proxy_features
+from methods.core.registry import get_method
+from methods.core.select import PruneSpec, kept_count, select
 from methods.d2 import Graph, forward_pass, knn_graph, reverse_order
 from methods.dyn_unc import dynamic_uncertainty
-from methods.dynamics import DynamicsRecorder, Proxy, dynamics, proxy_material, train_proxy
-from methods.features import order_scores, proxy_features
 from methods.herding import herding_order
 from methods.kcenter import kcenter_order
 from methods.moderate import class_median_distances, median_band_scores
 from methods.prototypes import prototype_distances
-from methods.registry import get_method
-from methods.select import PruneSpec, kept_count, select
 from methods.tdds import tdds_scores
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"

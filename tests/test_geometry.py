@@ -12,16 +12,17 @@ import faiss
 import numpy as np
 import pytest
 
-from benchmarks import geometry_speed, knn_recall
 from benchmarks.errors import ConfigError
-from benchmarks.geometry_speed import CIFAR, IMAGENET, extrapolate, growth
+from benchmarks.speed import geometry as geometry_speed
+from benchmarks.speed import knn as knn_recall
+from benchmarks.speed.geometry import CIFAR, IMAGENET, extrapolate, growth
 from methods import get_method
+from methods.core.features import GramRows, group_order_scores, picks_needed
+from methods.core.knn import _probed_cells, exact_knn
+from methods.core.select import PruneSpec, select
 from methods.d2 import forward_pass, knn_graph, reverse_order
-from methods.features import GramRows, group_order_scores, picks_needed
 from methods.herding import herding_order
 from methods.kcenter import kcenter_order
-from methods.knn import _probed_cells, exact_knn
-from methods.select import PruneSpec, select
 
 
 def herding_reference(x):
@@ -56,7 +57,7 @@ def _features(n=240, d=24, seed=0):
 
 @pytest.mark.parametrize("budget", [0, 2**30], ids=["row-per-pick", "gram-matrix"])
 def test_herding_and_kcenter_orders_equal_the_pre_change_code(budget, monkeypatch):
-    monkeypatch.setattr("methods.features.GRAM_BYTES", budget)
+    monkeypatch.setattr("methods.core.features.GRAM_BYTES", budget)
     x = _features()
     wide = x.astype(np.float64)
     assert (GramRows(x).full is None) == (budget == 0)

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import methods.grad_norms as grad_norms
+import methods.core.grad_norms as grad_norms
 from benchmarks.models import build_model
-from methods.grad_norm_plan import trace
-from methods.grad_norms import per_example_grad_norms
+from methods.core.grad_norm_plan import trace
+from methods.core.grad_norms import per_example_grad_norms
 
 # torch's note that "same" padding with an even kernel pads a copy: the point of that layer
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")

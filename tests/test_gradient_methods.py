@@ -15,19 +15,19 @@ from test_run import records, run_cli
 from benchmarks.errors import ConfigError
 from benchmarks.subsets import read_subset, record_subset
 from methods import craig, glister, gradmatch, submodular
-from methods.craig import craig_similarity, medoid_weights
-from methods.dynamics import Proxy
-from methods.features import picks_needed, proxy_outputs
-from methods.glister import glister_order
-from methods.gradmatch import nonnegative_weights, omp_order
-from methods.greedy import facility_location_order, graph_cut_order, log_determinant_order
-from methods.last_layer import (
+from methods.core.dynamics import Proxy
+from methods.core.features import picks_needed, proxy_outputs
+from methods.core.greedy import facility_location_order, graph_cut_order, log_determinant_order
+from methods.core.last_layer import (
     GradientFactors,
     gradient_gram,
     last_layer_gradients,
     output_errors,
 )
-from methods.registry import get_method
+from methods.core.registry import get_method
+from methods.craig import craig_similarity, medoid_weights
+from methods.glister import glister_order
+from methods.gradmatch import nonnegative_weights, omp_order
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 MODULES = (submodular, craig, gradmatch, glister)
@@ -215,7 +215,7 @@ def test_facility_location_continued_after_its_first_picks_is_one_uninterrupted_
 def test_craig_global_mode_stopped_at_the_selection_depth_is_the_head_of_the_whole_order(
     cache_dir,
 ):
-    from methods.select import PruneSpec
+    from methods.core.select import PruneSpec
 
     method = get_method("craig", {"per_class": False})
     whole = np.argsort(-method.score(synthetic_ctx(cache_dir)), kind="stable")
@@ -387,7 +387,7 @@ def test_each_gradient_method_config_names_every_option_and_builds(module):
 def test_greedy_orders_stopped_where_the_selection_reads_no_further_keep_the_same_subset(
     cache_dir, name, options
 ):
-    from methods.select import PruneSpec
+    from methods.core.select import PruneSpec
 
     for balance in (True, False):
         spec = PruneSpec(fraction=0.6, balance=balance)
@@ -402,7 +402,7 @@ def test_greedy_orders_stopped_where_the_selection_reads_no_further_keep_the_sam
 
 
 def test_glister_stopped_where_the_selection_reads_no_further_keeps_the_same_subset(cache_dir):
-    from methods.select import PruneSpec
+    from methods.core.select import PruneSpec
 
     spec = PruneSpec(fraction=0.6, balance=True)
     kept = []

@@ -1,6 +1,6 @@
 """The grand method: exact norms of each proxy run's network, averaged, kept hardest first.
 
-The engine itself (methods.grad_norms) is tested layer by layer in test_grad_norms.py.
+The engine itself (methods.core.grad_norms) is tested layer by layer in test_grad_norms.py.
 """
 
 import numpy as np
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from synthetic import synthetic_ctx
 
 from methods import get_method
-from methods.dynamics import Proxy, train_proxy
+from methods.core.dynamics import Proxy, train_proxy
 
 
 def naive_norms(model, x, y, params=None):
@@ -41,7 +41,7 @@ def test_grand_method_is_the_mean_over_runs_of_exact_norms_at_epoch_t(epoch):
 
 
 def test_grand_keep_hard_keeps_the_largest_gradient_norms():
-    from methods.select import PruneSpec, select
+    from methods.core.select import PruneSpec, select
 
     ctx = _ctx()
     scores = get_method("grand", {"epoch": 1, "runs": 1}).score(ctx)

@@ -18,7 +18,7 @@ from test_grand import naive_norms
 
 import benchmarks.train
 from methods import get_method
-from methods.dynamics import (
+from methods.core.dynamics import (
     DynamicsRecorder,
     Proxy,
     dynamics,
@@ -26,7 +26,7 @@ from methods.dynamics import (
     proxy_network,
     train_proxy,
 )
-from methods.features import proxy_features
+from methods.core.features import proxy_features
 from methods.forgetting import forgetting_score
 
 ROOT = Path(__file__).resolve().parent.parent

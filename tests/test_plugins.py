@@ -25,8 +25,8 @@ SEARCHPATH = "hydra.searchpath=[pkg://prunebench_plugin_example.conf]"
 DARKNESS = """
 from dataclasses import dataclass
 
-from methods.base import PruningMethod
-from methods.registry import register
+from methods.core.base import PruningMethod
+from methods.core.registry import register
 
 
 @register
@@ -132,7 +132,7 @@ def test_file_module_without_yaml_composes_from_its_defaults(tmp_path):
     [
         ("import not_a_module_xyz\n", "failed to import: ModuleNotFoundError: No module named"),
         (
-            "from methods.el2n import EL2N\nfrom methods.registry import register\n"
+            "from methods.el2n import EL2N\nfrom methods.core.registry import register\n"
             "register(EL2N)\n",
             "registers method 'el2n', which prunebench already registers; choose another name",
         ),

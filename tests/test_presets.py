@@ -10,7 +10,7 @@ from test_data_peers import write_tiny_zip
 from benchmarks.data import DATASETS
 from benchmarks.models import MODELS
 from benchmarks.pipeline import run
-from methods.registry import method_names
+from methods.core.registry import method_names
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -16,8 +16,8 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.pipeline import prepare
 from benchmarks.seeding import derive_seed
 from methods import get_method
-from methods.dynamics import Proxy, train_proxy
-from methods.select import PruneSpec, select
+from methods.core.dynamics import Proxy, train_proxy
+from methods.core.select import PruneSpec, select
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks.errors import ConfigError
-from methods.select import PruneSpec, class_quotas, kept_count, select
+from methods.core.select import PruneSpec, class_quotas, kept_count, select
 
 
 def test_kept_count_removes_the_fraction():

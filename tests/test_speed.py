@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import speed
+from benchmarks.speed import training as speed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Kept-subset sidecars and original-order exports, checked against independent recomputation.
 
 One el2n export on a digits subset (data.max_train + data.val_size) serves every test:
-the sidecar of each run must be exactly what `methods.select` keeps from the exported
+the sidecar of each run must be exactly what `methods.core.select` keeps from the exported
 scores, mapped through the export's own index column.
 """
 
@@ -18,7 +18,7 @@ from analysis.__main__ import main as analysis_main
 from benchmarks.data import load_dataset
 from benchmarks.seeding import derive_seed
 from benchmarks.subsets import file_sha256, read_subset, record_subset
-from methods.select import PruneSpec, kept_count, select
+from methods.core.select import PruneSpec, kept_count, select
 
 SUBSET = ["data.max_train=400", "data.val_size=50", "data.subset_seed=3"]
 FAST = ["score.runs=1", "score.epoch=1", "train.epochs=1"]

@@ -4,8 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods.base import PruningMethod, ScoreContext
-from methods.registry import register
+from methods import PruningMethod, ScoreContext, register
 
 
 @register

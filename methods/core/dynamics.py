@@ -47,7 +47,7 @@ from benchmarks.train import (
     predict_logits,
     train,
 )
-from methods.base import ScoreContext
+from methods.core.base import ScoreContext
 
 EVAL_SUMMARIES = ("el2n", "p_true", "entropy", "margin", "least_confidence", "correct")
 SHIFT_SUMMARIES = ("prob_shift", "train_el2n_cum")

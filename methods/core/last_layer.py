@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
-from methods.base import ScoreContext
-from methods.features import FeatureMethod
+from methods.core.base import ScoreContext
+from methods.core.features import FeatureMethod
 
 
 def output_errors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,16 @@ import torch
 
 from benchmarks.errors import ConfigError
 from benchmarks.seeding import derive_seed
-from methods.base import ScoreContext
-from methods.dynamics import Proxy, derived_sufficient, proxy_material, proxy_network, restate_cost
-from methods.proxy_method import ProxyMethod
-from methods.select import kept_count
+from methods.core.base import ScoreContext
+from methods.core.dynamics import (
+    Proxy,
+    derived_sufficient,
+    proxy_material,
+    proxy_network,
+    restate_cost,
+)
+from methods.core.proxy_method import ProxyMethod
+from methods.core.select import kept_count
 
 OUTPUTS = ("features", "logits")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from benchmarks.errors import ConfigError
 from benchmarks.train import PassSampler
-from methods.base import PruningMethod, ScoreContext
+from methods.core.base import PruningMethod, ScoreContext
 
 
 class DynamicMethod(PruningMethod):

@@ -21,27 +21,25 @@ classes): per-class methods as 1,000 classes of 1,281 (100 x the 10-class time a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing as mp
-import platform
 import resource
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from benchmarks.speed.report import write_json
+from methods.core.features import group_order_scores
+from methods.core.select import PruneSpec, kept_count
 from methods.d2 import forward_pass, knn_graph, reverse_order
-from methods.features import group_order_scores
 from methods.herding import herding_order
 from methods.kcenter import kcenter_order
 from methods.moderate import class_median_distances, median_band_scores
 from methods.prototypes import prototype_distances
-from methods.select import PruneSpec, kept_count
 
 CIFAR = (50_000, 10)
 IMAGENET = (1_281_167, 1_000)
@@ -222,12 +220,4 @@ def main(argv: list[str] | None = None) -> None:
     results = run(args)
     lines = report(results, args)
     print("\n".join(lines))
-    payload = {
-        "args": vars(args),
-        "results": results,
-        "table": lines,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-    }
-    Path(args.out).write_text(json.dumps(payload, indent=1))
+    write_json(args.out, {"args": vars(args), "results": results, "table": lines})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.registry import Registry
-from methods.base import PruningMethod, make_method
+from methods.core.base import PruningMethod, make_method
 
 METHODS: Registry[type[PruningMethod]] = Registry("method")
 

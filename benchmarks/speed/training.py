@@ -5,6 +5,7 @@
     python -m benchmarks.speed --model timm:vit_tiny_patch16_224 --model-kwargs '{"patch_size": 4}'
     python -m benchmarks.speed geometry                        # feature-space methods at N
     python -m benchmarks.speed knn                             # D2's approximate graph's recall
+    python -m benchmarks.speed selection                       # selection seconds at N
 
 Each measurement runs in its own child process so that its peak memory is its own.
 Compared on the same model, batch size and number of steps:
@@ -26,10 +27,8 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import statistics
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -39,10 +38,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks import geometry_speed, knn_recall
 from benchmarks.augment import Augment
 from benchmarks.data import load_dataset
 from benchmarks.models import build_model
+from benchmarks.speed.report import write_json
 from benchmarks.train import (
     TrainSettings,
     autocast_for,
@@ -51,8 +50,8 @@ from benchmarks.train import (
     steps_per_pass,
     train,
 )
-from methods.dynamics import eval_summaries
-from methods.grad_norms import per_example_grad_norms
+from methods.core.dynamics import eval_summaries
+from methods.core.grad_norms import per_example_grad_norms
 
 ARCHIVE = "cifar10-jpg.tar.gz"
 CIFAR_TRAIN = 50_000
@@ -436,13 +435,11 @@ def per_epoch(seconds: dict[str, float], args: argparse.Namespace) -> list[str]:
     return lines + [f"| {label} | {value:.1f} |" for label, value in rows]
 
 
-def main() -> None:
-    parts = {"geometry": geometry_speed.main, "knn": knn_recall.main}
-    if sys.argv[1:2] and sys.argv[1] in parts:
-        parts[sys.argv[1]](sys.argv[2:])
-        return
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", default="cnn", help="a registered model, or timm:<arch>")
     parser.add_argument(
@@ -471,7 +468,7 @@ def main() -> None:
         "--repeats", type=int, default=3, help="interleaved rounds; the median is reported"
     )
     parser.add_argument("--out", default="speed.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats} must be >= 1")
     _data(args)  # decode and cache once, before the children time anything
@@ -483,12 +480,6 @@ def main() -> None:
         "results": results,
         "table": lines,
         "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
     }
-    Path(args.out).write_text(json.dumps(payload, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    write_json(args.out, payload)

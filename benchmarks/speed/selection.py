@@ -1,6 +1,6 @@
 """Selection seconds of the methods that work on proxy outputs, at a given training-set size.
 
-`python -m benchmarks.selection_speed --sizes 10000 50000 --repeats 3` times what a
+`python -m benchmarks.speed selection --sizes 10000 50000 --repeats 3` times what a
 method computes beyond its proxy training — everything `score`, `select_subset` and
 `subset_weights` do once the proxy's outputs are in the score cache — on random proxy
 outputs of a realistic shape: 10 balanced classes, penultimate features of width
@@ -34,11 +34,12 @@ import torch
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
+from benchmarks.speed.report import write_json
 from methods import get_method
-from methods.base import ScoreContext
+from methods.core.base import ScoreContext
+from methods.core.dynamics import RECORDED_SUMMARIES, RECORDER_VERSION, Proxy, proxy_material
+from methods.core.select import PruneSpec
 from methods.deepfool import DeepFool, deepfool_scores
-from methods.dynamics import RECORDED_SUMMARIES, RECORDER_VERSION, Proxy, proxy_material
-from methods.select import PruneSpec
 from methods.vog import true_logit_input_gradients
 
 # (label, method name, options, prune options): DeepCore's per-class methods with balance
@@ -172,8 +173,10 @@ def time_case(
     return {"wall": seconds, "cpu": time.process_time() - cpu, "load": load, **extra}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed selection", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--feature-dim", type=int, default=64)
@@ -184,7 +187,7 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", help="labels of the cases to time (default all)")
     parser.add_argument("--out", type=Path, default=Path("selection_speed.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.only or c[0] in args.only]
     timings: dict[str, dict[int, list[dict[str, float]]]] = {
         c[0]: {n: [] for n in args.sizes} for c in cases
@@ -202,9 +205,7 @@ def main() -> None:
                     spec = PruneSpec(fraction=1.0 - args.kept, **prune)
                     timings[label][n].append(time_case(contexts[n], name, options, spec))
                     print(f"{label} n={n}: {json.dumps(timings[label][n][-1])}", flush=True)
-                    args.out.write_text(
-                        json.dumps({"threads": torch.get_num_threads(), "timings": timings})
-                    )
+                    write_json(args.out, {"threads": torch.get_num_threads(), "timings": timings})
     header = " | ".join(f"{n:,}: wall / CPU s (runs)" for n in args.sizes)
     print(f"\n| method | {header} |\n| --- |{' ---: |' * len(args.sizes)}")
     for label, per_size in timings.items():
@@ -214,7 +215,3 @@ def main() -> None:
             for t in per_size.values()
         )
         print(f"| {label} | {cells} |")
-
-
-if __name__ == "__main__":
-    main()

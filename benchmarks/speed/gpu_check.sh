@@ -10,7 +10,7 @@
 # each stage's log, the run records as records.tar.gz); a stage that fails or runs over its
 # time leaves its log and the next stage still runs; the exit status says whether all passed.
 #
-# Toy size on a CPU (what CI-less checking here can do): GPU_CHECK_TOY=1 bash benchmarks/gpu_check.sh
+# Toy size on a CPU (what CI-less checking here can do): GPU_CHECK_TOY=1 bash benchmarks/speed/gpu_check.sh
 #
 # Preparing the call (once, here, in the repository root; the GPU machine has Python 3.12 and its
 # own torch, reaches no registry, and lacks hydra-core, omegaconf, submitit and faiss-cpu):
@@ -25,9 +25,9 @@
 # (19 MiB of wheels + 19 MiB of data + the tree: under the 64 MiB a call carries. wandb is not
 # needed, the check logs nowhere; pandas, filelock, scikit-learn, scipy, tqdm, pillow and
 # matplotlib are in the machine's image.) Then one device call:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".gpu_data"], timeout_s=540)
+#   run(command="bash benchmarks/speed/gpu_check.sh", carry=[".whl", ".gpu_data"], timeout_s=540)
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/gpu_check_out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD" WANDB_MODE=disabled

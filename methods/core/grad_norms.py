@@ -17,7 +17,7 @@ gradient norm has a closed form, taken as the backward passes the layer:
   torchvision's 2d forms included) and GroupNorm: weight sum_s g_i x_hat_i, bias sum_s g_i.
 Any other parameter (class token, position embeddings, layer scale, a layer subclass with
 its own forward) is covered by replaying its one site per example
-(`methods.grad_norm_replay`); a plan traced on one example (`methods.grad_norm_plan`)
+(`methods.core.grad_norm_replay`); a plan traced on one example (`methods.core.grad_norm_plan`)
 assigns every trainable parameter to exactly one of these and refuses, naming it, what
 none covers, rather than leaving parameters out of the norm. A hooked tensor that the
 backward to the inputs does not reach (it depends on parameters only) gets a second
@@ -35,8 +35,8 @@ from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from methods.grad_norm_plan import LAST_LAYER, Plan, norm_dim, trace
-from methods.grad_norm_replay import Recorded, SiteCall, replay_sq_norms
+from methods.core.grad_norm_plan import LAST_LAYER, Plan, norm_dim, trace
+from methods.core.grad_norm_replay import Recorded, SiteCall, replay_sq_norms
 
 PARAMS = ("all", "last_layer")
 # per-example temporaries (unfolded inputs, weight gradients, Gram matrices) are made

@@ -3,7 +3,7 @@
 A method holds only the idea of the method: it turns the training set (and,
 through `ScoreContext`, proxy models and trainings) into one importance score
 per training example. Selection rules (top-k, balance, offset, CCS) live in
-`methods.select` and apply to any score.
+`methods.core.select` and apply to any score.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
 from benchmarks.options import check_option_types
 from benchmarks.train import LossWeights, TrainSettings
-from methods.select import PruneSpec, select
+from methods.core.select import PruneSpec, select
 
 
 @dataclass
@@ -211,7 +211,7 @@ class PruningMethod(ABC):
         cut_scores: np.ndarray | None = None,
     ) -> np.ndarray:
         """Sorted positions of the kept examples: `spec`'s rule over the scores (`cut_scores`:
-        CCS's AUM for its hard cut, see `methods.select.select`).
+        CCS's AUM for its hard cut, see `methods.core.select.select`).
 
         A method whose paper selects by its own sampling or budget (DUAL's Beta sampling,
         D2's class-balanced modes) overrides it.

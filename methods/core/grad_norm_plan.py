@@ -5,7 +5,7 @@ module running at that moment (the parameter's *site*), and which modules each m
 calls. A parameter is then covered in exactly one way:
 - by its layer's closed form, when the layer is a plain Linear, Conv2d, BatchNorm,
   LayerNorm or GroupNorm and every use of its parameters is in its own forward;
-- else by replaying its one site per example (`methods.grad_norm_replay`): the site's
+- else by replaying its one site per example (`methods.core.grad_norm_replay`): the site's
   own ops rerun under `torch.func.vmap`, the modules it calls replaced by what they
   returned, which is exact for the class token, position embeddings, layer scales and
   norms of any form;

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from methods.base import PruningMethod, ScoreContext
-from methods.proxy_method import ProxyMethod
-from methods.registry import get_method
+from methods.core.base import PruningMethod, ScoreContext
+from methods.core.proxy_method import ProxyMethod
+from methods.core.registry import get_method
 
 
 def ccs_cut_scores(method: PruningMethod, ctx: ScoreContext) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from methods.grad_norm_plan import LAST_LAYER, Site
+from methods.core.grad_norm_plan import LAST_LAYER, Site
 
 
 @dataclass

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from benchmarks.errors import ConfigError
-from methods.base import PruningMethod, ScoreContext
-from methods.dynamics import Proxy
+from methods.core.base import PruningMethod, ScoreContext
+from methods.core.dynamics import Proxy
 
 
 def epoch_at(fraction: float, epochs: int, minimum: int = 0) -> int:

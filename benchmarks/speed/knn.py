@@ -25,18 +25,15 @@ library baseline that `ivf_knn`'s cell-by-cell matrix products are measured agai
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
 from benchmarks.data import load_dataset
-from methods.d2 import Graph, forward_pass, graph_from_search, reverse_order
-from methods.knn import (
+from benchmarks.speed.report import write_json
+from methods.core.knn import (
     IVF_ITERATIONS,
     IVF_PROBES,
     IVF_TRAIN_POINTS_PER_CELL,
@@ -44,7 +41,8 @@ from methods.knn import (
     ivf_cells,
     ivf_knn,
 )
-from methods.select import kept_count
+from methods.core.select import kept_count
+from methods.d2 import Graph, forward_pass, graph_from_search, reverse_order
 
 K = 11  # D2's default 10 neighbours, and the row itself
 FRACTIONS = (0.3, 0.5, 0.7)
@@ -207,11 +205,4 @@ def main(argv: list[str] | None = None) -> None:
                 print(report(rows[-1:])[-1], flush=True)
     lines = report(rows)
     print("\n".join(lines))
-    payload = {
-        "args": vars(args),
-        "rows": rows,
-        "table": lines,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    Path(args.out).write_text(json.dumps(payload, indent=1, default=str))
+    write_json(args.out, {"args": vars(args), "rows": rows, "table": lines})

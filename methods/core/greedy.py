@@ -2,7 +2,7 @@
 
 A score must rank every example a selection reads, so each greedy here runs until
 every example is picked, or for `steps` picks where the run's selection reads no
-further (`methods.features.picks_needed`); top-k of the order is the greedy selection
+further (`methods.core.features.picks_needed`); top-k of the order is the greedy selection
 for every k it covers.
 Ties go to the lowest index, as a plain argmax loop. Inputs are one class's n x n
 similarity (float64: 8 n^2 bytes), never the whole training set's.

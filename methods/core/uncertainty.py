@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from methods.base import ScoreContext
-from methods.dynamics import at_epoch, dynamics
-from methods.proxy_method import ProxyMethod
+from methods.core.base import ScoreContext
+from methods.core.dynamics import at_epoch, dynamics
+from methods.core.proxy_method import ProxyMethod
 
 PAPER = "Coleman et al. Selection via Proxy: Efficient Data Selection for Deep Learning. ICLR 2020"
 

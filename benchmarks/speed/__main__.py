@@ -1,0 +1,24 @@
+"""`python -m benchmarks.speed [geometry|knn|selection] ...`: one entry for every measurement.
+
+Without a part name, the training and scoring speed against the usual way
+(benchmarks/speed/training.py); with one, that part's own options (`--help` after it).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks.speed import geometry, knn, selection, training
+
+PARTS = {"geometry": geometry.main, "knn": knn.main, "selection": selection.main}
+
+
+def main() -> None:
+    if sys.argv[1:2] and sys.argv[1] in PARTS:
+        PARTS[sys.argv[1]](sys.argv[2:])
+    else:
+        training.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
