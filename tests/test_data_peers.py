@@ -15,8 +15,14 @@ from loopback import md5, serve
 from omegaconf import OmegaConf
 from PIL import Image
 
-from benchmarks import data as data_module
-from benchmarks.data import load_dataset
+from benchmarks.data import (
+    cinic,
+    decode,
+    downsampled,
+    load_dataset,
+    stratified_split,
+    tiny_imagenet,
+)
 from benchmarks.errors import ConfigError, DataError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -101,7 +107,7 @@ def test_cinic10_valid_as_the_validation_split(tmp_path):
     assert ds.val_index.tolist() == [6, 7, 8, 9]
     assert ds.train_x[ds.val_index, 0, 0, 0].tolist() == [100, 101, 110, 111]
     sub = load_dataset(cinic_cfg(tmp_path, valid="val", max_train=5, subset_seed=1))
-    kept = data_module.stratified_split(ds.train_y, 5, 1)[1]
+    kept = stratified_split(ds.train_y, 5, 1)[1]
     assert sub.val_index.tolist() == [i for i, k in enumerate(kept.tolist()) if k >= 6]
     with pytest.raises(ConfigError, match=r"data\.valid='both'.*train.*val"):
         load_dataset(cinic_cfg(tmp_path, valid="both"))
@@ -116,7 +122,7 @@ def test_cinic10_folder_equals_archive(tmp_path):
 
 def test_cinic10_download_checks_the_layout_without_a_published_checksum(tmp_path, monkeypatch):
     with serve(tmp_path / "www") as mirror:
-        write_cinic_tar(mirror.path_of(data_module.CINIC_URLS[0]))
+        write_cinic_tar(mirror.path_of(cinic.CINIC_URLS[0]))
         root = tmp_path / "data"
         with pytest.raises(
             DataError,
@@ -124,7 +130,7 @@ def test_cinic10_download_checks_the_layout_without_a_published_checksum(tmp_pat
         ):
             load_dataset(cinic_cfg(root, mirror=mirror.url))
         assert [p.name for p in root.iterdir()] == [".cinic10.download.lock"]
-        monkeypatch.setattr(data_module, "CINIC_COUNTS", {"train": 6, "valid": 4, "test": 2})
+        monkeypatch.setattr(cinic, "CINIC_COUNTS", {"train": 6, "valid": 4, "test": 2})
         ds = load_dataset(cinic_cfg(root, mirror=mirror.url))
     assert ds.train_x.shape[0] == 10 and (root / "CINIC-10.tar.gz").is_file()
 
@@ -199,10 +205,10 @@ def test_tiny_imagenet_decodes_in_blocks_into_one_array(tmp_path, monkeypatch):
             zf.writestr(f"{top}/val/images/val_{c}.JPEG", png(200 + c, (64, 64), "L"))
         annotations = "".join(f"val_{c}.JPEG\t{w}\n" for c, w in enumerate(wnids))
         zf.writestr(f"{top}/val/val_annotations.txt", annotations)
-    monkeypatch.setattr(data_module, "DECODE_BLOCK", 64)
+    monkeypatch.setattr(decode, "DECODE_BLOCK", 64)
     tracemalloc.start()
     try:
-        ds = data_module._decode_tiny("tiny", data_module._zip_members(archive, top), "many")
+        ds = tiny_imagenet._decode_tiny("tiny", tiny_imagenet._zip_members(archive, top), "many")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -213,8 +219,8 @@ def test_tiny_imagenet_decodes_in_blocks_into_one_array(tmp_path, monkeypatch):
         [201] * 3,
         [202] * 3,
     ]
-    monkeypatch.setattr(data_module, "DECODE_BLOCK", 4096)
-    whole = data_module._decode_tiny("tiny", data_module._zip_members(archive, top), "many")
+    monkeypatch.setattr(decode, "DECODE_BLOCK", 4096)
+    whole = tiny_imagenet._decode_tiny("tiny", tiny_imagenet._zip_members(archive, top), "many")
     assert whole.fingerprint == ds.fingerprint
     # a block in flight: its files, its decoded images as they come back and are unpickled
     # (measured 2.8 MB above the tensors; the list-and-stack decode held 2 more copies: 15 MB)
@@ -233,10 +239,10 @@ def test_tiny_imagenet_images_of_another_size_are_refused(tmp_path):
 
 def test_tiny_imagenet_auto_download_checks_the_md5(tmp_path, monkeypatch):
     with serve(tmp_path / "www") as mirror:
-        served = write_tiny_zip(mirror.path_of(data_module.TINY_URL))
+        served = write_tiny_zip(mirror.path_of(tiny_imagenet.TINY_URL))
         with pytest.raises(DataError, match=r"not the published 90528d7ca1a48142e341f4ef8d21d0de"):
             load_dataset(tiny_cfg(tmp_path / "data", mirror=mirror.url))
-        monkeypatch.setattr(data_module, "TINY_MD5", md5(served))
+        monkeypatch.setattr(tiny_imagenet, "TINY_MD5", md5(served))
         ds = load_dataset(tiny_cfg(tmp_path / "data", mirror=mirror.url))
     assert ds.num_classes == 3 and (tmp_path / "data" / "tiny-imagenet-200.zip").is_file()
 
@@ -339,7 +345,7 @@ def test_npz_decode_peak_is_the_tensor_plus_one_batch(tmp_path):
     )
     tracemalloc.start()
     try:
-        ds = data_module._decode_downsampled("imagenet32", size, files, ("c",) * 1000)
+        ds = downsampled._decode_downsampled("imagenet32", size, files, ("c",) * 1000)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
