@@ -11,6 +11,7 @@ import numpy as np
 from benchmarks.errors import ConfigError
 from methods.core.base import ScoreContext
 from methods.core.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
+from methods.core.grad_norm_plan import trace
 from methods.core.grad_norms import per_example_grad_norms
 from methods.core.proxy_method import ProxyMethod
 from methods.core.registry import register
@@ -45,6 +46,17 @@ class GraNd(ProxyMethod):
         super().__post_init__()
         if self.params not in PARAMS:
             raise ConfigError(f"method.params={self.params!r} is not one of {', '.join(PARAMS)}")
+
+    def check(self, ctx: ScoreContext) -> None:
+        """The exact plan traced on the untrained proxy architecture, so that a model the
+        closed forms cannot cover is refused before any proxy is trained."""
+        if self.params != "all" or ctx.n == 0:
+            return
+        model = ctx.build_model(self.proxy_spec.model, seed=0).eval()
+        try:
+            trace(model, ctx.train_x[:1])
+        except NotImplementedError as err:
+            raise ConfigError(f"method=grand with method.params=all: {err}") from None
 
     def resolved_epochs(self, ctx: ScoreContext) -> dict[str, int]:
         return {"epoch": self.early_epoch(ctx, self.epoch, self.epoch_fraction)}

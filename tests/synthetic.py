@@ -19,9 +19,10 @@ def synthetic_ctx(
     model: str = "mlp",
     model_options: dict[str, Any] | None = None,
     epochs: int = 4,
+    size: int = 6,
 ) -> ScoreContext:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 1, 6, 6), dtype=torch.uint8, generator=g)
+    x = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
     y = (x.float().mean(dim=(1, 2, 3)) > 127.5).long()
     return ScoreContext(
         train_x=x,

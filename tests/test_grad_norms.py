@@ -336,7 +336,7 @@ class DataDependent(nn.Module):
         (Shared(), "'lin' \\(Linear\\) runs more than once"),
         (Outside(), "'lin.bias' is used in the forward of Outside, lin"),
         (Tied(), "'b.weight' is shared with 'a.weight'"),
-        (Unbatched(), "layer 'ask' gets an input without the batch dimension"),
+        (Unbatched(), "layer 'ask' \\(Linear\\) gets an input without the batch dimension"),
         (nn.Sequential(nn.Linear(4, 4), DataDependent()), "'1' \\(DataDependent\\) could not be"),
     ],
 )
@@ -381,3 +381,35 @@ def test_library_models_equal_the_loop(name, options):
     x, y = batch(1, 8, n=3)
     exact = per_example_grad_norms(model, x, y, chunk_size=2)
     assert max_rel_err(exact, loop_norms(model, x, y)) < 1e-9
+
+
+class Encoder(nn.Module):
+    """A transformer encoder over 4 tokens, its tokens laid out [B, T, D] or, as
+    nn.Transformer's default batch_first=False, [T, B, D]."""
+
+    def __init__(self, batch_first, tokens=4, dim=6, classes=3):
+        super().__init__()
+        self.tokens, self.batch_first = tokens, batch_first
+        self.embed = nn.Linear(2, dim)
+        self.encoder = nn.TransformerEncoderLayer(dim, 2, 8, dropout=0.0, batch_first=batch_first)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.embed(x.reshape(x.shape[0], self.tokens, -1))
+        if self.batch_first:
+            return self.head(self.encoder(t).mean(dim=1))
+        return self.head(self.encoder(t.transpose(0, 1)).mean(dim=0))
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_a_sequence_first_transformer_is_refused_even_when_the_chunk_equals_the_tokens():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    first = Encoder(batch_first=True).double()
+    exact = per_example_grad_norms(first, x, y, chunk_size=8)
+    assert max_rel_err(exact, loop_norms(first, x, y)) < 1e-9
+    second = Encoder(batch_first=False).double()
+    second.load_state_dict(first.state_dict())  # the same function, another layout
+    for chunk in (4, 8):  # 4: the chunk's first dimension is the 4 tokens, as a batch's would be
+        with pytest.raises(NotImplementedError, match=r"batch in dimension 1 \(\[4, B, 6\]\)"):
+            per_example_grad_norms(second, x, y, chunk_size=chunk)

@@ -3,14 +3,22 @@
 The engine itself (methods.core.grad_norms) is tested layer by layer in test_grad_norms.py.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from synthetic import synthetic_ctx
 
+from benchmarks.errors import ConfigError
 from methods import get_method
 from methods.core.dynamics import Proxy, train_proxy
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def naive_norms(model, x, y, params=None):
@@ -49,3 +57,70 @@ def test_grand_keep_hard_keeps_the_largest_gradient_norms():
     reference = naive_norms(model, ctx.train_x, ctx.train_y).numpy()
     kept = select(scores, ctx.labels, PruneSpec(fraction=0.75), seed=0)
     assert set(kept) == set(np.argsort(-reference)[: kept.size])
+
+
+SWIN = {  # 8x8 tokens in 4x4 windows: 4 windows per image
+    "arch": "swin_tiny_patch4_window7_224",
+    "kwargs": {"patch_size": 1, "window_size": 4, "embed_dim": 8, "depths": [1], "num_heads": [1]},
+}
+LEVIT = {  # 32x32 images through the 16x stem: 2x2 tokens per image
+    "arch": "levit_128s",
+    "kwargs": {
+        "embed_dim": [16],
+        "key_dim": 8,
+        "num_heads": [2],
+        "depth": [1],
+        "attn_ratio": [2.0],
+        "mlp_ratio": [2.0],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("options", "size", "layer"),
+    [(SWIN, 8, "body.layers.0.blocks.0.attn.qkv"), (LEVIT, 32, "body.stages.0.blocks.0.attn.qkv")],
+)
+def test_a_batch_folded_with_windows_or_tokens_is_refused_when_the_method_is_checked(
+    options, size, layer
+):
+    ctx = synthetic_ctx(n=4, model="timm", model_options=options, size=size)
+    with pytest.raises(ConfigError, match="method.params=last_layer") as err:
+        get_method("grand", {"epoch": 1, "runs": 1}).check(ctx)
+    assert f"layer '{layer}" in str(err.value)
+    assert "folded with 4 windows/tokens per example" in str(err.value)
+    get_method("grand", {"epoch": 1, "runs": 1, "params": "last_layer"}).check(ctx)
+
+
+def test_swin_with_several_windows_is_one_line_exit_2_and_no_record_before_any_training(
+    tmp_path,
+):
+    env = {
+        **os.environ,
+        "PRUNEBENCH_RESULTS": str(tmp_path / "results"),
+        "PRUNEBENCH_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    kwargs = ",".join(f"{k}:{v}".replace(" ", "") for k, v in SWIN["kwargs"].items())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "method=grand",
+            "train.epochs=1",
+            "model=timm",
+            f"model.arch={SWIN['arch']}",
+            f"model.kwargs={{{kwargs}}}",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "folded with 4 windows/tokens" in line and "method.params=last_layer" in line, line
+    written = [p for d in ("results", "cache") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    assert not written  # no record, no proxy training, no score

@@ -12,7 +12,11 @@ calls. A parameter is then covered in exactly one way:
 - parameters no op uses have zero gradient.
 A parameter used at two sites, a layer or site that runs twice per pass, or batch
 statistics are refused with the parameter named, since their per-example norms do not
-split into the parts computed here.
+split into the parts computed here. So is a layer or site whose tensors do not carry
+the examples in their first dimension (the batch folded with windows or tokens, as in
+Swin or LeViT; a sequence-first [T, B, D] layout): two forwards of 2 and 3 examples
+show where the batch is, so that a first dimension that equals the chunk size by chance
+is never taken for it.
 """
 
 from __future__ import annotations
@@ -159,7 +163,9 @@ def trace(model: nn.Module, x: torch.Tensor) -> Plan:
     finally:
         for handle in handles:
             handle.remove()
-    return _plan(mode.events, owners, names, calls)
+    plan = _plan(mode.events, owners, names, calls)
+    _check_batch_first(model, x[:1].detach(), plan)
+    return plan
 
 
 def _plan(events, owners, names, calls) -> Plan:
@@ -234,3 +240,72 @@ def _check_count(owners, layers, sites, sites_of) -> None:
     covered += [pid for pid in owners if not sites_of.get(pid)]
     if sorted(covered) != sorted(owners):
         raise RuntimeError("internal: the closed forms do not cover each parameter exactly once")
+
+
+PROBE_BATCHES = (2, 3)
+
+
+def _check_batch_first(model: nn.Module, x: torch.Tensor, plan: Plan) -> None:
+    """Every tensor a layer or site (or a module a site calls) takes or gives is either
+    the same whatever the batch or [B, ...] with the examples first, as the closed forms
+    and the per-example replay read it; a layer's input depends on the examples."""
+    watched = {*plan.layers, *plan.sites}
+    watched.update(m for site in plan.sites.values() for m in site.callees)
+    if not watched:
+        return
+    seen: dict[int, list[tuple[nn.Module, list[tuple[int, ...]]]]] = {}
+    for b in PROBE_BATCHES:
+        calls: list[tuple[nn.Module, list[tuple[int, ...]]]] = []
+
+        def record(module, args, kwargs, output, calls=calls):
+            leaves = tree_flatten((args, kwargs, output))[0]
+            calls.append((module, [tuple(t.shape) for t in leaves if isinstance(t, torch.Tensor)]))
+
+        handles = [m.register_forward_hook(record, with_kwargs=True) for m in watched]
+        try:
+            with torch.no_grad():
+                model(x.expand(b, *x.shape[1:]).clone())
+        finally:
+            for handle in handles:
+                handle.remove()
+        seen[b] = calls
+    small, large = (seen[b] for b in PROBE_BATCHES)
+    if [m for m, _ in small] != [m for m, _ in large]:
+        raise NotImplementedError(
+            f"the model runs other modules for {PROBE_BATCHES[0]} and {PROBE_BATCHES[1]} "
+            f"examples, so its per-example gradients are not traced; {LAST_LAYER}"
+        )
+    for (module, shapes), (_, other) in zip(small, large, strict=True):
+        layer = module in plan.layers
+        for k, (s, t) in enumerate(zip(shapes, other, strict=True)):
+            why = _batch_layout(s, t)
+            if why is None and layer and k == 0 and s == t:  # the input: a layer's first leaf
+                why = f"an input without the batch dimension (the same {list(s)} for any batch)"
+            if why is not None:
+                kind = "layer" if layer else "module"
+                raise NotImplementedError(
+                    f"{kind} {plan.names[module]!r} ({type(module).__name__}) gets {why}, "
+                    f"but the exact norms need each example's own slice first; {LAST_LAYER}"
+                )
+
+
+def _batch_layout(small: tuple[int, ...], large: tuple[int, ...]) -> str | None:
+    """What is wrong with a tensor of shape `small` for 2 examples and `large` for 3, or
+    None if it is [B, ...] or does not depend on the batch."""
+    b2, b3 = PROBE_BATCHES
+    if small == large or ((small[:1], large[:1]) == ((b2,), (b3,)) and small[1:] == large[1:]):
+        return None
+    if len(small) == len(large) and small[1:] == large[1:] and small and small[0] % b2 == 0:
+        k = small[0] // b2
+        if large[0] == k * b3:
+            shown = ", ".join(["B*" + str(k), *map(str, small[1:])])
+            return f"the batch folded with {k} windows/tokens per example ([{shown}])"
+    if len(small) == len(large):
+        varying = [d for d, (m, n) in enumerate(zip(small, large, strict=True)) if m != n]
+        if len(varying) == 1 and (small[varying[0]], large[varying[0]]) == (b2, b3):
+            shown = ", ".join("B" if d in varying else str(n) for d, n in enumerate(small))
+            return f"the batch in dimension {varying[0]} ([{shown}]), as a sequence-first layout"
+    return (
+        f"a tensor whose shape does not follow the batch first ({list(small)} for {b2} "
+        f"examples, {list(large)} for {b3})"
+    )
