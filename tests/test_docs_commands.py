@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
 MARK = re.compile(r"^<!-- runnable(?:: (?P<overrides>.*?))? -->$")
 FILE_MARK = re.compile(r"^<!-- runnable-file: (?P<path>\S+) -->$")
 FENCE = re.compile(r"^```")
@@ -126,6 +126,7 @@ def test_runnable_commands_of_a_page_run_at_tiny_size(page, files, commands, tmp
     env = {k: v for k, v in os.environ.items() if k != "PRUNEBENCH_RESULTS"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["WANDB_MODE"] = "offline"
+    env["OMP_NUM_THREADS"] = "1"  # tiny tensors: one thread each, no oversubscription
     for command, overrides in commands:
         words = argv(command, overrides, tmp_path)
         done = subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True)
