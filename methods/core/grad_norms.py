@@ -113,6 +113,7 @@ class _Pass:
         self.callee_of: dict[nn.Module, SiteCall] = {}
         self.leaves: list[torch.Tensor] = []
         self.edges: list[Any] = []  # every hooked tensor's gradient edge, by key
+        self.hooks: list[Any] = []  # their hooks' handles
         self.fired: set[int] = set()
 
     def attach(self, model: nn.Module) -> list[Any]:
@@ -130,7 +131,7 @@ class _Pass:
                 self.fired.add(key)
                 fn(grad)
 
-        tensor.register_hook(once)
+        self.hooks.append(tensor.register_hook(once))
 
     def leaf(self, t: Any) -> Any:
         # a layer or site fed from outside the graph gets a leaf input that the backward is
@@ -260,6 +261,17 @@ class _Pass:
         for module, call in list(self.calls.items()):  # gradients that never came are zero
             self._replay(module, call)
 
+    def release(self) -> None:
+        """Drop the hooks and what the pass holds of the graph. A hook's closure reaches
+        the pass, which reaches the graph's nodes through its edges: a cycle through
+        autograd's C++ nodes that Python's collector cannot see, so without this every
+        chunk's graph (its saved activations) would stay in memory for good."""
+        for handle in self.hooks:
+            handle.remove()
+        for held in (self.hooks, self.edges, self.leaves, self.stack, self.inputs, self.calls):
+            held.clear()
+        self.callee_of.clear()
+
 
 def _all_parameters(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan) -> torch.Tensor:
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
@@ -268,13 +280,16 @@ def _all_parameters(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Pl
     state = _Pass(plan, total)
     handles = state.attach(model)
     try:
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(x.detach()), y, reduction="sum")
+        try:
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(x.detach()), y, reduction="sum")
+        finally:  # before the backward, whose replays rerun sites' forwards
+            for handle in handles:
+                handle.remove()
+        if loss.requires_grad:
+            state.backward(loss)
     finally:
-        for handle in handles:
-            handle.remove()
-    if loss.requires_grad:
-        state.backward(loss)
+        state.release()
     return total.sqrt().to(loss.dtype)
 
 
