@@ -118,3 +118,40 @@ def test_a_tiny_run_on_the_real_archive_measures_everything(data_root, data_cach
     assert payload["table"] == proc.stdout.strip().splitlines()
     assert payload["torch"] and payload["python"] and payload["gpu"] is None
     assert "| one training epoch (3125 steps of 16) |" in proc.stdout
+
+
+def test_grand_memory_reports_the_peak_growth_per_example():
+    from benchmarks.speed import grand_memory
+
+    args = argparse.Namespace(
+        device="cpu", model="resnet18", image_size=32, chunk_size=256, threads=1
+    )
+    row = {
+        "examples": 1_000,
+        "seconds": 40.0,
+        "cpu_seconds": 39.5,
+        "rss_before_bytes": 1000 * 2**20,
+        "peak_rss_bytes": 1000 * 2**20 + 1_000 * 3 * 1024,  # 3 KiB per example
+        "peak_gpu_bytes": None,
+    }
+    text = "\n".join(grand_memory.report([row], args))
+    assert "| 1,000 | 40.0 | 39.5 | 1000 | 1003 | 3.0 |  |" in text
+
+
+def test_grand_memory_refuses_sizes_below_one_chunk():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed",
+            "grand_memory",
+            "--examples",
+            "100",
+            "--chunk-size",
+            "256",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "--examples [100]" in proc.stderr

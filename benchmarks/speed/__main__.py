@@ -1,4 +1,4 @@
-"""`python -m benchmarks.speed [geometry|knn|selection] ...`: one entry for every measurement.
+"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory] ...`: every measurement.
 
 Without a part name, the training and scoring speed against the usual way
 (benchmarks/speed/training.py); with one, that part's own options (`--help` after it).
@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.speed import geometry, knn, selection, training
+from benchmarks.speed import geometry, grand_memory, knn, selection, training
 
-PARTS = {"geometry": geometry.main, "knn": knn.main, "selection": selection.main}
+PARTS = {
+    "geometry": geometry.main,
+    "knn": knn.main,
+    "selection": selection.main,
+    "grand_memory": grand_memory.main,
+}
 
 
 def main() -> None:

@@ -6,6 +6,7 @@
     python -m benchmarks.speed geometry                        # feature-space methods at N
     python -m benchmarks.speed knn                             # D2's approximate graph's recall
     python -m benchmarks.speed selection                       # selection seconds at N
+    python -m benchmarks.speed grand_memory                    # exact GraNd peak memory at N
 
 Each measurement runs in its own child process so that its peak memory is its own.
 Compared on the same model, batch size and number of steps:
