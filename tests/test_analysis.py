@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from patience import HUNG_AFTER_S
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
@@ -74,7 +75,7 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, sweep in enumerate(SWEEPS)
     ]
     for proc in procs:
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=HUNG_AFTER_S)
         assert proc.returncode == 0, err
     return tmp / "results"
 

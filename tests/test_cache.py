@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import numpy as np
+from patience import HUNG_AFTER_S
 
 from benchmarks.cache import ScoreCache, read_artifact, write_artifact
 
@@ -43,7 +44,7 @@ def test_two_concurrent_processes_compute_one_artifact_once(tmp_path):
         subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(log)], env=_env())
         for _ in range(2)
     ]
-    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert [p.wait(timeout=HUNG_AFTER_S) for p in procs] == [0, 0]
     assert log.read_text().count("computed") == 1
 
 

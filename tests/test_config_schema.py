@@ -10,6 +10,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from patience import HUNG_AFTER_S
 
 from benchmarks.config_schema import describe, validate
 from benchmarks.errors import ConfigError
@@ -140,7 +141,7 @@ def test_bad_key_or_type_is_one_line_exit_2_and_no_record(tmp_path, override, me
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HUNG_AFTER_S,
     )
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()

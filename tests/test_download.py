@@ -18,6 +18,7 @@ from loopback import (
     md5_patch,
     serve,
 )
+from patience import HUNG_AFTER_S
 
 from benchmarks.data import load_dataset
 from benchmarks.errors import ConfigError, DataError
@@ -158,7 +159,7 @@ def test_two_processes_download_once(tmp_path, mirror):
         )
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=HUNG_AFTER_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert outs[0][0] == outs[1][0]
     assert mirror.gets(CIFAR10_URL) == 1
@@ -175,7 +176,7 @@ def test_headline_command_runs_as_typed_with_loopback_internet(tmp_path, mirror)
         env=subprocess_env(tmp_path, mirror),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HUNG_AFTER_S,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from patience import HUNG_AFTER_S
 from test_data import fake_mnist, mnist_cfg
 
 from benchmarks.augment import Augment
@@ -26,7 +27,9 @@ TINY = ["train.epochs=1", "data.max_train=200", "data.max_test=100", "run.progre
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     args = [sys.executable, str(ROOT / "run.py"), *overrides, f"hydra.run.dir={tmp_path}/out"]
-    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
 
 
 @pytest.fixture

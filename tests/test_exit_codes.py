@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from patience import HUNG_AFTER_S
 
 from benchmarks import cli
 from benchmarks.cli import ExitCode, cell_outcome
@@ -36,7 +37,9 @@ def run_cli(tmp_path, *overrides):
         f"hydra.run.dir={tmp_path}/out",
         f"hydra.sweep.dir={tmp_path}/multi",
     ]
-    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
 
 
 def records(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from patience import HUNG_AFTER_S
 
 from benchmarks.pipeline import run
 
@@ -106,7 +107,7 @@ def test_a_sweep_killed_at_random_moments_ends_equal_to_an_uninterrupted_one(tmp
     kills = reruns = checked = 0
     while True:
         proc, launched = start_sweep(tmp_path, results)
-        assert launched.wait(120)
+        assert launched.wait(HUNG_AFTER_S)
         done = len(records(results)) if results.exists() else 0
         if kills < KILLS:
             if kills % 2 == 0:  # mid-training, in a random one of the next cells
@@ -124,7 +125,7 @@ def test_a_sweep_killed_at_random_moments_ends_equal_to_an_uninterrupted_one(tmp
             checked += len(records(results))
             reruns += 1
             continue
-        assert proc.wait(300) == 0
+        assert proc.wait(HUNG_AFTER_S) == 0
         break
     assert kills == KILLS, f"the sweep finished after {kills} kills"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from patience import HUNG_AFTER_S
 from synthetic import synthetic_ctx
 from test_grand import naive_norms
 
@@ -98,7 +99,7 @@ def test_concurrent_jobs_sharing_the_cache_train_k_proxies(tmp_path):
         for part in (cells[0::2], cells[1::2][::-1])
     ]
     for job in jobs:
-        assert job.wait(timeout=600) == 0, job.stderr.read()
+        assert job.wait(timeout=HUNG_AFTER_S) == 0, job.stderr.read()
     _assert_k_proxies(_records(tmp_path / "results"), len(cells))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from patience import HUNG_AFTER_S
 
 from benchmarks.objective import objective
 
@@ -33,7 +34,7 @@ def sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HUNG_AFTER_S,
     )
 
 

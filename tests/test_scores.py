@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from patience import HUNG_AFTER_S
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
@@ -116,7 +117,7 @@ def test_score_export_is_in_original_order_with_fingerprint(tmp_path):
         "data.val_size=100",
         f"hydra.run.dir={tmp_path}/h",
     ]
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S)
     assert proc.returncode == 0, proc.stderr
     rows = np.genfromtxt(out, delimiter=",", names=True)
     meta = json.loads(out.with_name("norms.csv.json").read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from patience import HUNG_AFTER_S
 
 from benchmarks.results import RECORD_SCHEMA, iter_records, write_json_atomic
 
@@ -35,20 +36,23 @@ LONG_CELL = [
     "train.batch_size=8",
     "run.checkpoint_steps=200",
 ]
-SWEEP_TIMEOUT_S = 300
 
 
 def slurm_missing() -> str | None:
     """Why SLURM cannot run these tests here, or None."""
     if shutil.which("sbatch") is None:
         return "sbatch not found: no SLURM here (as root, tests/slurm/start.sh starts one)"
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    ping = subprocess.run(
+        ["scontrol", "ping"], capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
     if "UP" not in ping.stdout:
         return "the SLURM controller does not answer (scontrol ping); see tests/slurm/start.sh"
     states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
     if not {"idle", "mixed", "allocated"} & set(states.split()):
         return f"no SLURM node can take jobs (sinfo states: {' '.join(states.split())})"
-    acct = subprocess.run(["sacct", "-n", "-X"], capture_output=True, text=True, timeout=30)
+    acct = subprocess.run(
+        ["sacct", "-n", "-X"], capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
     if acct.returncode != 0:
         return f"sacct fails (submitit needs accounting): {acct.stderr.strip()}"
     return None
@@ -82,7 +86,7 @@ def sweep(base: Path, *overrides: str, wait: bool = True):
     )
     if not wait:
         return proc
-    out, _ = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+    out, _ = proc.communicate(timeout=HUNG_AFTER_S)
     return proc.returncode, out
 
 
@@ -90,7 +94,7 @@ def read_records(results: Path) -> dict[Path, dict]:
     return {p: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
-def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.02):
+def wait_for(what: str, check, timeout: float = HUNG_AFTER_S, every: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -247,7 +251,7 @@ def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path
     ), task_log
     subprocess.run(["scontrol", "update", f"JobId={preempted}", "StartTime=now+2"], check=True)
 
-    out, _ = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+    out, _ = proc.communicate(timeout=HUNG_AFTER_S)
     assert proc.returncode != 0 and "FAILED" in out, out  # the killed task fails the sweep
     (ref,) = read_records(dirs["ref"]).values()
     (requeued,) = read_records(dirs["preempted"]).values()
@@ -284,12 +288,12 @@ for i in itertools.count():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)], env=env)
     try:
-        wait_for("the first records", lambda: len(list(tmp_path.glob("r*.json"))) == 5, 60)
+        wait_for("the first records", lambda: len(list(tmp_path.glob("r*.json"))) == 5)
         for _ in range(20):  # read while it writes
             for path in tmp_path.glob("*.json"):
                 assert len(json.loads(path.read_text())["pad"]) == 2_000_000
         # kill while a write is in flight (its temp file exists)
-        wait_for("a write in flight", lambda: list(tmp_path.glob(".*.tmp")), 30, 0.001)
+        wait_for("a write in flight", lambda: list(tmp_path.glob(".*.tmp")), every=0.001)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from patience import HUNG_AFTER_S
+
 from benchmarks.speed import training as speed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +111,7 @@ def test_a_tiny_run_on_the_real_archive_measures_everything(data_root, data_cach
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HUNG_AFTER_S,
     )
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(out.read_text())

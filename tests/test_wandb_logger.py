@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import wandb
 from hydra import compose, initialize_config_dir
+from patience import HUNG_AFTER_S
 from wandb.proto import wandb_internal_pb2
 
 from analysis.__main__ import main as analysis_main
@@ -220,7 +221,7 @@ def test_offline_sweep_rebuilds_the_local_leaderboard_cell_by_cell(tmp_path, cap
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HUNG_AFTER_S,
     )
     assert proc.returncode == 0, proc.stderr
     local = {
