@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta as beta_distribution
 
 from benchmarks.errors import ConfigError
 from methods.core.base import ScoreContext
@@ -43,6 +42,8 @@ def beta_probabilities(
     (higher mean prediction) examples. Mean predictions are clipped into (0, 1), where
     the pdf is finite.
     """
+    from scipy.stats import beta as beta_distribution
+
     anchor = mean_p[np.argsort(-scores, kind="stable")[:ANCHORS]].mean()
     b = float(np.clip(BETA_SCALE * (1.0 - anchor) * (1.0 - removed**c_d), 1e-6, BETA_SCALE))
     eps = 1e-6

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg import blas
-from scipy.optimize import nnls
 
 from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights
@@ -43,6 +41,8 @@ def omp_order(
     pick costs one product A r (cheap on `GradientFactors`) and O(d^2), never a refit
     of a |S| x |S| system. `steps` stops after that many picks.
     """
+    from scipy.linalg import blas
+
     n, d = gradients.shape
     picked = np.zeros(n, dtype=bool)
     order = np.empty(n if steps is None else min(steps, n), dtype=np.int64)
@@ -70,6 +70,8 @@ def omp_order(
 
 def nonnegative_weights(gradients: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
     """DeepCore's final weights of a chosen set: nnls((A_S A_S^T + lam I) x = A_S b)."""
+    from scipy.optimize import nnls
+
     system = gradients @ gradients.T + lam * np.eye(gradients.shape[0])
     with one_blas_thread():
         return nnls(system, gradients @ target)[0]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from benchmarks.errors import ConfigError
 from methods.core.base import ScoreContext
+from methods.core.faiss_lib import load_faiss
 from methods.core.features import FeatureMethod
 from methods.core.registry import register
 
@@ -39,6 +39,7 @@ def prototype_distances(
     features are scaled to unit norm before k-means and the distance is the cosine distance
     1 - max_j <z, c_j / ||c_j||>; otherwise it is the Euclidean distance min_j ||z - c_j||_2.
     """
+    faiss = load_faiss()
     x = np.ascontiguousarray(features, dtype=np.float32)
     if normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -25,7 +25,9 @@ TINY = ["train.epochs=1", "data.max_train=200", "data.max_test=100", "run.progre
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    # the caller's PYTHONPATH stays behind ROOT: .ci/run's chatty run puts tests/chatty there
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": path}
     args = [sys.executable, str(ROOT / "run.py"), *overrides, f"hydra.run.dir={tmp_path}/out"]
     return subprocess.run(
         args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S

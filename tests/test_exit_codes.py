@@ -23,7 +23,8 @@ def run_cli(tmp_path, *overrides):
         **os.environ,
         "PRUNEBENCH_RESULTS": str(tmp_path / "results"),
         "PRUNEBENCH_CACHE": str(tmp_path / "cache"),
-        "PYTHONPATH": str(ROOT),
+        # the caller's stays behind ROOT: .ci/run's chatty run puts tests/chatty there
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
     }
     env.pop("HYDRA_FULL_ERROR", None)

@@ -28,11 +28,11 @@ import argparse
 import time
 from typing import Any
 
-import faiss
 import numpy as np
 
 from benchmarks.data import load_dataset
 from benchmarks.speed.report import write_json
+from methods.core.faiss_lib import load_faiss
 from methods.core.knn import (
     IVF_ITERATIONS,
     IVF_PROBES,
@@ -71,6 +71,7 @@ def recall(exact: np.ndarray, approximate: np.ndarray) -> float:
 
 def faiss_ivf_knn(x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
     """faiss's IndexIVFFlat over `ivf_knn`'s number of cells and k-means settings."""
+    faiss = load_faiss()
     cells = ivf_cells(x.shape[0])
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], cells)
     index.cp.niter = IVF_ITERATIONS

@@ -8,9 +8,10 @@ diagonal only, each block serving its rows and its columns: half the products.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
+
+from methods.core.faiss_lib import load_faiss
 
 # rows per block: a block of squared distances is 4,096 x 4,096 float32 (64 MiB)
 BLOCK = 4096
@@ -84,6 +85,7 @@ def ivf_knn(x: np.ndarray, k: int, probes: int = IVF_PROBES) -> tuple[np.ndarray
     6.3 x the distances). A neighbour in a cell not probed is missed.
     Rows whose probed cells hold fewer than k rows are searched exhaustively.
     """
+    faiss = load_faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, dim = x.shape
     k = min(k, n)
@@ -134,6 +136,7 @@ def ivf_cells(n: int) -> int:
 def _probed_cells(centroids: np.ndarray, sizes: np.ndarray, rows: float) -> list[np.ndarray]:
     """For each cell, the cells nearest its centroid (itself first), nearest first, until they
     hold at least `rows` rows (or all cells)."""
+    faiss = load_faiss()
     cells = centroids.shape[0]
     reach = min(cells, 64)
     while True:
