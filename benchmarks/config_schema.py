@@ -70,6 +70,8 @@ class ImagenetKeys:
     resolution: int = 64
 
 
+# sections each method or model checks itself (their options are not in this schema)
+OPEN_SECTIONS = ("method", "model")
 # keys that only some data sets read, by data set name
 DATA_SET_KEYS: dict[str, type] = {"cinic10": Cinic10Keys, "imagenet": ImagenetKeys}
 
@@ -235,6 +237,9 @@ def describe(
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
         parent = str(key).rpartition(".")[0]
+        if parent in OPEN_SECTIONS and isinstance(cause.parent_node, DictConfig):
+            name, allowed = _open_section_keys(parent, cause.parent_node)
+            return f"unknown key {key!r}; {parent} {name!r} takes: {allowed}"
         allowed = _data_keys(data_set) if parent == "data" else _keys(schema, parent)
         return f"unknown key {key!r}; {parent or 'the top level'} takes: {allowed}"
     # Hydra appends its config search path to a missing group option: noise for the user
@@ -242,6 +247,23 @@ def describe(
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[0] if key else " ".join(lines)
     return f"{key}: {message}" if key else message or type(cause).__name__
+
+
+def _open_section_keys(section: str, node: DictConfig) -> tuple[str, str]:
+    """The method's or model's name and the options it takes: the schema leaves these sections
+    open, so they come from the registered class or factory (and its composed yaml)."""
+    import methods  # noqa: F401  (registers the built-ins)
+    from benchmarks.models import MODELS, model_option_names
+    from methods.core.base import method_option_names
+    from methods.core.registry import METHODS
+
+    name = str(node.get("name"))
+    keys = {str(k) for k in node} - {"name"}
+    if section == "method" and name in METHODS:
+        keys |= {"label", *method_option_names(METHODS.get(name))}
+    elif section == "model" and name in MODELS:
+        keys |= set(model_option_names(name))
+    return name, ", ".join(sorted(keys)) or "(none)"
 
 
 def _data_keys(data_set: object) -> str:

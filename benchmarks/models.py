@@ -88,8 +88,7 @@ def build_model(
 def check_model(name: str, options: Mapping[str, Any]) -> None:
     """Fail early, naming the choices, on an unknown model or model option or its type."""
     factory = MODELS.get(name)
-    parameters = inspect.signature(factory).parameters
-    allowed = [p for p in parameters if p not in ("in_channels", "image_size")]
+    allowed = model_option_names(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ConfigError(
@@ -99,6 +98,13 @@ def check_model(name: str, options: Mapping[str, Any]) -> None:
     check_option_types("model", options, typing.get_type_hints(factory))
     if name in LIBRARY_CHECKS:
         LIBRARY_CHECKS[name](options)
+
+
+def model_option_names(name: str) -> list[str]:
+    """The options a model takes: its factory's parameters but the two every model gets
+    from the data (`in_channels`, `image_size`)."""
+    parameters = inspect.signature(MODELS.get(name)).parameters
+    return [p for p in parameters if p not in ("in_channels", "image_size")]
 
 
 def model_options(cfg: Mapping[str, Any]) -> dict[str, Any]:

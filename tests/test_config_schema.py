@@ -110,6 +110,13 @@ BAD_INPUTS = [
     ("+sede=3", "unknown key 'sede'; the top level takes:"),
     ("+foo=1", "unknown key 'foo'"),
     ("train.epoch=5", "unknown key 'train.epoch'"),
+    # the open sections list the method's and the model's own options
+    (
+        "method.epcoh=3",
+        "unknown key 'method.epcoh'; method 'el2n' takes: ccs_epochs, epoch, epoch_fraction, "
+        "label, proxy, runs, variant",
+    ),
+    ("model.widht=3", "unknown key 'model.widht'; model 'cnn' takes: width"),
     # wrong types
     ("seed=abc", "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     ("train.epochs=abc", "train.epochs: Value 'abc'"),

@@ -224,9 +224,14 @@ class PruningMethod(ABC):
         return self
 
 
+def method_option_names(cls: type[PruningMethod]) -> list[str]:
+    """The options a method takes: its dataclass fields (a method without any takes none)."""
+    return sorted(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
+
+
 def make_method(cls: type[PruningMethod], options: dict[str, Any]) -> PruningMethod:
     """Instantiate a method from config, naming any option it does not take or mistypes."""
-    allowed = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    allowed = set(method_option_names(cls))
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(
