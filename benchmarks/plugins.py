@@ -4,7 +4,10 @@ A plugin is a module that registers with the decorators the built-ins use
 (`methods.core.registry.register`, `MODELS.register`, `DATASETS.register`). Two ways in:
 
 - an installed package declares entry points in the groups `prunebench.methods`,
-  `prunebench.models` and `prunebench.datasets`, each naming a module to import;
+  `prunebench.models` and `prunebench.datasets`, each naming either a module to import
+  (it registers with the decorators) or the object itself, `pkg.mod:Object` (a
+  `PruningMethod` subclass, a model factory, a data-set loader), registered under the
+  entry point's name; an entry point that registers nothing is an error naming it;
 - `plugins=[my_methods]` names modules importable from the working directory or
   PYTHONPATH, or `.py` files.
 
@@ -24,6 +27,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -33,7 +37,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from benchmarks.errors import ConfigError, PrunebenchError
-from benchmarks.registry import BUILT_IN, registering_for
+from benchmarks.registry import BUILT_IN, Registry, registering_for
 
 ENTRY_POINT_GROUPS = ("prunebench.methods", "prunebench.models", "prunebench.datasets")
 _loaded: set[str] = set()
@@ -55,10 +59,77 @@ def load_plugins(modules: Sequence[str] = ()) -> None:
     import methods  # noqa: F401
 
     for point in points:
-        _load(f"{point.group}:{point.name}={point.value}", entry_point_origin(point), point.load)
+        load_entry_point(point)
     for module in modules:
         _load(f"module:{module}", module_origin(module), lambda m=module: _import(m))
     _store_defaults()
+
+
+def load_entry_point(point: EntryPoint) -> None:
+    """Import the entry point's module, or register the object it names under its name."""
+    origin = entry_point_origin(point)
+    registry = _registry(point.group)
+
+    def load() -> None:
+        before = set(registry.names())
+        target = point.load()
+        if isinstance(target, types.ModuleType):
+            if set(registry.names()) == before and not _defines_entries(registry, target):
+                raise ConfigError(
+                    f"{origin} names module {target.__name__}, which registers no "
+                    f"{registry.kind}; register one in it, or name the {_WHAT[point.group]} "
+                    f"itself ({target.__name__}:Name)"
+                )
+        elif not any(registry.get(name) is target for name in registry.names()):
+            # (a decorated object was registered by its module's import)
+            registry.register(point.name)(_registrable(point, target, origin))
+
+    _load(f"{point.group}:{point.name}={point.value}", origin, load)
+
+
+_WHAT = {
+    "prunebench.methods": "PruningMethod subclass",
+    "prunebench.models": "model factory",
+    "prunebench.datasets": "data-set loader",
+}
+
+
+def _registry(group: str) -> Registry:
+    from benchmarks.data import DATASETS
+    from benchmarks.models import MODELS
+    from methods.core.registry import METHODS
+
+    return {"prunebench.methods": METHODS, "prunebench.models": MODELS}.get(group, DATASETS)
+
+
+def _defines_entries(registry: Registry, module: types.ModuleType) -> bool:
+    """Whether `module` (or a module inside it) defines something `registry` holds: one
+    imported before, e.g. by another entry point of the same package, registered then."""
+    prefix = module.__name__ + "."
+    for name in registry.names():
+        where = getattr(registry.get(name), "__module__", "") or ""
+        if where == module.__name__ or where.startswith(prefix):
+            return True
+    return False
+
+
+def _registrable(point: EntryPoint, target: Any, origin: str) -> Any:
+    """The entry point's object as its registry holds it, a method under its entry point's
+    name (a subclass carries the name when the class has none or another)."""
+    from methods.core.base import PruningMethod
+
+    if point.group != "prunebench.methods":
+        if not callable(target):
+            raise ConfigError(f"{origin} names {point.value}, not a {_WHAT[point.group]}")
+        return target
+    if not (isinstance(target, type) and issubclass(target, PruningMethod)):
+        raise ConfigError(
+            f"{origin} names {point.value}, not a module nor a PruningMethod subclass"
+        )
+    if getattr(target, "name", None) == point.name:
+        return target
+    named = {"name": point.name, "__module__": target.__module__}
+    return type(target.__name__, (target,), {**named, "__qualname__": target.__qualname__})
 
 
 def entry_point_origin(point: EntryPoint) -> str:

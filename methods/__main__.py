@@ -15,12 +15,13 @@ def describe() -> str:
     blocks = []
     for cls in method_classes():
         lines = [cls.name]
-        for label, text in (
-            ("score", cls.summary),
-            ("paper", cls.paper),
-            ("keep=hard", cls.direction),
-            ("cost", cls.cost),
+        for label, attribute in (
+            ("score", "summary"),
+            ("paper", "paper"),
+            ("keep=hard", "direction"),
+            ("cost", "cost"),
         ):
+            text = getattr(cls, attribute, "")  # a plugin's class may leave any of them out
             if not text:
                 continue
             lines += textwrap.wrap(

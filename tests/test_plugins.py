@@ -1,9 +1,10 @@
 """Plugins from outside the repository run exactly like built-ins.
 
 The external package tests/plugin_pkg (installed with pip, as CI does) registers the
-method `brightness`, the model `tiny` and the data set `stripes` through entry points;
-a single file registers `darkness` through `plugins=[...]`. Their kept subsets are
-checked against a brute-force ranking of the images' mean pixel value.
+method `brightness`, the model `tiny` and the data set `stripes` through entry points
+naming modules, and the method `contrast` and the model `wide` through entry points naming
+the class and the factory; a single file registers `darkness` through `plugins=[...]`.
+Their kept subsets are checked against a brute-force ranking of the images' pixels.
 """
 
 import hashlib
@@ -18,7 +19,7 @@ from test_run import ROOT, run_cli
 
 from benchmarks.data import load_dataset
 from benchmarks.errors import ConfigError
-from benchmarks.plugins import _load, entry_point_origin, plugins_in_overrides
+from benchmarks.plugins import _load, entry_point_origin, load_entry_point, plugins_in_overrides
 
 PACKAGE = "prunebench-plugin-example"
 SEARCHPATH = "hydra.searchpath=[pkg://prunebench_plugin_example.conf]"
@@ -48,9 +49,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def brute_force_kept_hash(brightest_first: bool, fraction: float = 0.5) -> str:
-    """Top (1 - fraction) of digits by mean pixel value, ties by index, as sorted indices."""
-    x = load_dataset({"name": "digits"}).train_x.double().mean(dim=(1, 2, 3)).numpy()
+def brute_force_kept_hash(
+    brightest_first: bool, fraction: float = 0.5, statistic: str = "mean"
+) -> str:
+    """Top (1 - fraction) of digits by each image's pixel mean (or standard deviation),
+    ties by index, as sorted indices."""
+    pixels = load_dataset({"name": "digits"}).train_x.double().flatten(1).numpy()
+    x = pixels.std(axis=1, ddof=1) if statistic == "std" else pixels.mean(axis=1)
     n = x.size
     keep = n - int(np.floor(fraction * n + 0.5))
     ranked = sorted(range(n), key=lambda i: (-x[i] if brightest_first else x[i], i))
@@ -125,6 +130,42 @@ def test_file_module_without_yaml_composes_from_its_defaults(tmp_path):
     ).stdout
     assert f"from      plugin my_methods ({tmp_path / 'my_methods.py'})" in listing
     assert f"from      {PACKAGE} 0.1.0 (entry point prunebench.methods: brightness)" in listing
+
+
+def test_entry_points_naming_a_class_and_a_factory_register_them_under_their_names(tmp_path):
+    proc = run_cli(tmp_path, "method=contrast", "model=wide", "model.width=8", "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = records(tmp_path / "results")
+    assert (rec["cell"]["method"], rec["cell"]["method_name"], rec["cell"]["model"]) == (
+        "contrast",
+        "contrast",
+        "wide",
+    )
+    assert rec["selection"]["kept_indices_sha256"] == brute_force_kept_hash(True, statistic="std")
+    listing = subprocess.run(
+        [sys.executable, "-m", "methods"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    block = listing[listing.index("\ncontrast\n") :]
+    assert "standard deviation of the image's pixel values" in block
+    assert f"from      {PACKAGE} 0.1.0 (entry point prunebench.methods: contrast)" in block
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "prunebench_plugin_example",
+            "names module prunebench_plugin_example, which registers no method; register one "
+            "in it, or name the PruningMethod subclass itself (prunebench_plugin_example:Name)",
+        ),
+        ("json:dumps", "names json:dumps, not a module nor a PruningMethod subclass"),
+    ],
+)
+def test_an_entry_point_that_registers_nothing_is_an_error_naming_it(value, message):
+    point = importlib.metadata.EntryPoint(name="nothing", value=value, group="prunebench.methods")
+    with pytest.raises(ConfigError) as err:
+        load_entry_point(point)
+    assert str(err.value) == f"{value} (entry point prunebench.methods: nothing) {message}"
 
 
 @pytest.mark.parametrize(
