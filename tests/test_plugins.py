@@ -2,7 +2,7 @@
 
 The external package tests/plugin_pkg (installed with pip, as CI does) registers the
 method `brightness`, the model `tiny` and the data set `stripes` through entry points
-naming modules, and the method `contrast` and the model `wide` through entry points naming
+naming modules, and the method `spread` and the model `wide` through entry points naming
 the class and the factory; a single file registers `darkness` through `plugins=[...]`.
 Their kept subsets are checked against a brute-force ranking of the images' pixels.
 """
@@ -133,21 +133,21 @@ def test_file_module_without_yaml_composes_from_its_defaults(tmp_path):
 
 
 def test_entry_points_naming_a_class_and_a_factory_register_them_under_their_names(tmp_path):
-    proc = run_cli(tmp_path, "method=contrast", "model=wide", "model.width=8", "train.epochs=1")
+    proc = run_cli(tmp_path, "method=spread", "model=wide", "model.width=8", "train.epochs=1")
     assert proc.returncode == 0, proc.stderr
     (rec,) = records(tmp_path / "results")
     assert (rec["cell"]["method"], rec["cell"]["method_name"], rec["cell"]["model"]) == (
-        "contrast",
-        "contrast",
+        "spread",
+        "spread",
         "wide",
     )
     assert rec["selection"]["kept_indices_sha256"] == brute_force_kept_hash(True, statistic="std")
     listing = subprocess.run(
         [sys.executable, "-m", "methods"], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout
-    block = listing[listing.index("\ncontrast\n") :]
+    block = listing[listing.index("\nspread\n") :]
     assert "standard deviation of the image's pixel values" in block
-    assert f"from      {PACKAGE} 0.1.0 (entry point prunebench.methods: contrast)" in block
+    assert f"from      {PACKAGE} 0.1.0 (entry point prunebench.methods: spread)" in block
 
 
 @pytest.mark.parametrize(

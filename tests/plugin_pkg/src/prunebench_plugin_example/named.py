@@ -1,5 +1,5 @@
 """A method and a model that the entry points name by their class and factory: neither is
-decorated, each is registered under its entry point's name (`contrast`, `wide`)."""
+decorated, each is registered under its entry point's name (`spread`, `wide`)."""
 
 from dataclasses import dataclass
 
@@ -10,10 +10,10 @@ from methods import PruningMethod, ScoreContext
 
 
 @dataclass
-class Contrast(PruningMethod):
+class Spread(PruningMethod):
     summary = "standard deviation of the image's pixel values"
     paper = "none: the example plugin of prunebench's tests"
-    direction = "high = contrasty = kept first"
+    direction = "high = spread out = kept first"
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         return ctx.train_x.double().flatten(1).std(dim=1).cpu().numpy()[None, :]
