@@ -8,7 +8,10 @@ mechanism (online), `weights=<file>` loads a local file (offline).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import inspect
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ from torch import nn
 from benchmarks.errors import ConfigError
 
 INSTALL_TIMM = "model=timm needs the timm package: pip install 'prunebench[timm]'"
+# Python's own words when a builder sets an argument that the user passes too
+FIXED_KWARG = re.compile(r"got multiple values for keyword argument '(\w+)'")
 
 
 def _timm():
@@ -43,37 +48,86 @@ def check_timm(options: Mapping[str, Any]) -> None:
     timm = _timm()
     arch = options.get("arch")
     if not arch or not timm.is_model(arch):
+        close = difflib.get_close_matches(str(arch), timm.list_models(), n=5, cutoff=0.6)
+        nearest = f"close names: {', '.join(close)}; " if close else ""
         raise ConfigError(
-            f"model.arch={arch!r} is not a timm model; list them with "
-            "python -c \"import timm; print(timm.list_models('vit_*'))\""
+            f"model.arch={arch!r} is not a timm model; {nearest}list the family with "
+            f"python -c \"import timm; print(timm.list_models('{_family(str(arch))}'))\""
         )
     _check_weights("timm", bool(options.get("pretrained")), options.get("weights"))
+
+
+def _family(arch: str) -> str:
+    """timm's listing pattern for the family a name starts with (vit_tiniest: vit*)."""
+    match = re.match(r"[A-Za-z]+", arch)
+    return f"{match.group(0).lower()}*" if match else "*"
+
+
+def _torchvision_classes() -> dict[str, type[nn.Module]]:
+    """The model classes torchvision.models exports (VisionTransformer, SwinTransformer,
+    ...), which take the architecture's own sizes that its named builders fix."""
+    from torchvision import models
+
+    return {
+        name: value
+        for name, value in vars(models).items()
+        if isinstance(value, type) and issubclass(value, nn.Module)
+    }
 
 
 def check_torchvision(options: Mapping[str, Any]) -> None:
     from torchvision import models
 
     arch = options.get("arch")
-    if arch not in models.list_models(module=models):
+    classes = _torchvision_classes()
+    if arch not in models.list_models(module=models) and arch not in classes:
         raise ConfigError(
             f"model.arch={arch!r} is not a torchvision classification model; available: "
-            f"{', '.join(models.list_models(module=models))}"
+            f"{', '.join(models.list_models(module=models))}; or a model class with its own "
+            f"arguments in model.kwargs: {', '.join(classes)}"
+        )
+    if arch in classes and options.get("pretrained"):
+        raise ConfigError(
+            f"model.arch={arch} is torchvision's class, built with the sizes in model.kwargs: "
+            "it has no pretrained weights; name a builder (e.g. vit_b_16) or give "
+            "model.weights=<file>"
         )
     _check_weights("torchvision", bool(options.get("pretrained")), options.get("weights"))
 
 
-def _create(builder, arch: str, size_key: str, size: Any, kwargs: dict):
-    """Build with the data's image size where the family takes one (ViTs), else without."""
+def _create(
+    builder: Callable[..., nn.Module],
+    arch: str,
+    size_key: str,
+    size: Any,
+    kwargs: dict,
+    alternative: str = "",
+) -> nn.Module:
+    """Build with the data's image size where the family takes one (ViTs), else without.
+
+    `alternative`: how to set what the named architecture fixes, said when a kwarg is one.
+    """
     if size_key not in kwargs:
         try:
             return builder(arch, **{size_key: size}, **kwargs)
         except TypeError as err:
             if f"'{size_key}'" not in str(err):
-                raise ConfigError(f"model.arch={arch}: {err}") from None
+                raise _build_error(arch, err, alternative) from None
     try:
         return builder(arch, **kwargs)
     except TypeError as err:
-        raise ConfigError(f"model.arch={arch}: {err}") from None
+        raise _build_error(arch, err, alternative) from None
+
+
+def _build_error(arch: str, err: TypeError, alternative: str) -> ConfigError:
+    fixed = FIXED_KWARG.search(str(err))
+    if fixed is None:
+        return ConfigError(f"model.arch={arch}: {err}")
+    name = fixed.group(1)
+    return ConfigError(
+        f"model.kwargs.{name}: the architecture {arch} fixes {name} itself (it is part of "
+        f"what {arch} is); leave it out{alternative}"
+    )
 
 
 def _feature_dim(body: nn.Module, in_channels: int, image_size: tuple[int, int], arch: str) -> int:
@@ -113,7 +167,8 @@ def timm_body(
     if weights:
         options["pretrained_cfg_overlay"] = {"file": str(Path(weights).expanduser())}
     options["pretrained"] = bool(pretrained or weights)
-    body = _create(timm.create_model, arch, "img_size", tuple(image_size), options)
+    family = f", or choose a variant that sets it: timm.list_models('{_family(arch)}')"
+    body = _create(timm.create_model, arch, "img_size", tuple(image_size), options, family)
     return body, _feature_dim(body, in_channels, image_size, arch)
 
 
@@ -125,14 +180,23 @@ def torchvision_body(
     weights: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, int]:
-    """`torchvision.models.get_model(arch)` with its first convolution taking the data's
-    channels and its last Linear (the classifier) removed."""
+    """`torchvision.models.get_model(arch)`, or the model class `arch` names
+    (VisionTransformer, ...) built from `kwargs`, with its first convolution taking the
+    data's channels and its last Linear (the classifier) removed."""
     from torchvision import models
 
-    options = {"weights": "DEFAULT" if pretrained else None, **dict(kwargs or {})}
     # torchvision's ViTs take one side of a square image
     size = image_size[0] if image_size[0] == image_size[1] else tuple(image_size)
-    body = _create(models.get_model, arch, "image_size", size, options)
+    classes = _torchvision_classes()
+    if arch in classes:
+        build = lambda _, **options: classes[arch](**options)  # noqa: E731
+        body = _create(build, arch, "image_size", size, dict(kwargs or {}))
+    else:
+        options = {"weights": "DEFAULT" if pretrained else None, **dict(kwargs or {})}
+        built = inspect.signature(models.get_model_builder(arch)).return_annotation
+        own = f", or build model.arch={built.__name__} with its own arguments in model.kwargs"
+        alternative = own if getattr(built, "__name__", None) in classes else ""
+        body = _create(models.get_model, arch, "image_size", size, options, alternative)
     if weights:
         state = torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True)
         body.load_state_dict(state)

@@ -107,6 +107,56 @@ def test_bad_kwargs_and_sizes_are_named():
         build("torchvision", {"arch": "squeezenet1_0"}, channels=3, size=(32, 32))
 
 
+@pytest.mark.parametrize(
+    ("name", "arch", "kwarg", "value", "alternative"),
+    [
+        ("torchvision", "vit_b_16", "patch_size", 2, "model.arch=VisionTransformer"),
+        ("timm", "mixer_s16_224", "patch_size", 2, "timm.list_models('mixer*')"),
+        ("timm", "poolformer_s12", "depths", [1, 1, 1, 1], "timm.list_models('poolformer*')"),
+        ("timm", "efficientnet_b0", "channel_multiplier", 0.5, "list_models('efficientnet*')"),
+    ],
+)
+def test_a_kwarg_the_architecture_fixes_is_named_with_the_architecture(
+    name, arch, kwarg, value, alternative
+):
+    with pytest.raises(ConfigError) as err:
+        build(name, {"arch": arch, "kwargs": {kwarg: value}}, channels=3, size=(32, 32))
+    message = str(err.value)
+    assert message.startswith(f"model.kwargs.{kwarg}: the architecture {arch} fixes {kwarg}")
+    assert alternative in message and "multiple values" not in message
+
+
+def test_torchvision_model_classes_take_their_own_sizes(tmp_path):
+    sizes = {"patch_size": 4, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}
+    model = build("torchvision", {"arch": "VisionTransformer", "kwargs": sizes}).eval()
+    assert model.body.conv_proj.in_channels == 1 and len(model.body.encoder.layers) == 1
+    assert model.body.encoder.pos_embedding.shape == (1, (8 // 4) ** 2 + 1, 8)
+    assert model.head.in_features == 8
+    assert model(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)).shape == (2, 7)
+    with pytest.raises(ConfigError, match="VisionTransformer is torchvision's class"):
+        check_model("torchvision", {"arch": "VisionTransformer", "pretrained": True})
+    kwargs = ",".join(f"{k}:{v}" for k, v in sizes.items())
+    proc = run_cli(
+        tmp_path,
+        "model=torchvision",
+        "model.arch=VisionTransformer",
+        f"model.kwargs={{{kwargs}}}",
+        "train.epochs=1",
+        "data.max_train=200",
+        "data.max_test=100",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = records(tmp_path)
+    assert rec["status"] == "finished" and rec["config"]["model"]["arch"] == "VisionTransformer"
+
+
+def test_the_timm_hint_lists_the_family_of_the_name_given():
+    with pytest.raises(ConfigError) as err:
+        check_model("timm", {"arch": "resnet5"})
+    assert "resnet50" in str(err.value) and "list_models('resnet*')" in str(err.value)
+    assert "vit" not in str(err.value)
+
+
 def test_without_timm_one_line_says_how_to_install_it(monkeypatch):
     real_import = builtins.__import__
 
