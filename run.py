@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from benchmarks.cli import ExitCode, cell_outcome, error, record_outcome, run_entry_point
 from benchmarks.config_schema import validate
 from benchmarks.errors import PrunebenchError
-from benchmarks.objective import check_objective, objective
+from benchmarks.objective import check_objective, maximise_by_default, objective
 from benchmarks.plugins import load_command_line_plugins
 from benchmarks.summary import summary_lines
 
@@ -52,4 +52,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     load_command_line_plugins(sys.argv[1:])
+    maximise_by_default()
     run_entry_point(main)

@@ -79,3 +79,37 @@ def test_failed_and_diverged_cells_are_the_worst_value():
         {"status": "finished", "metrics": {"test_acc": 0.9}},
     ):
         assert objective(record) == -math.inf
+
+
+def test_the_optuna_sweeper_maximises_by_default_and_resumes_its_sqlite_study(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        "data=digits",
+        "data.val_size=0.2",
+        "model=mlp",
+        "method=random",
+        "train.epochs=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=lr",
+        f"hydra.sweeper.storage={storage}",
+        "train.lr=interval(0.01,0.3)",
+        f"results.dir={tmp_path / 'results'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    for trials in (2, 4):  # the second sweep adds its trials to the stored study
+        proc = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "alembic" not in proc.stdout + proc.stderr
+        study = optuna.load_study(study_name="lr", storage=storage)
+        assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+        assert len(study.trials) == trials
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
+    assert study.best_value == pytest.approx(max(r["metrics"]["val_acc"] for r in records))
