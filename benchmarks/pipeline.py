@@ -21,6 +21,7 @@ from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from benchmarks.config_schema import validate
 from benchmarks.data import DataSet, load_dataset, stratified_split
+from benchmarks.data.source import ExampleSource, TensorSource
 from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
@@ -78,10 +79,8 @@ class Prepared:
     val_index: np.ndarray
     flipped: np.ndarray  # positions (in train_index) whose label was flipped
     ctx: ScoreContext
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    val: ExampleSource
+    test: ExampleSource
 
     @property
     def origin(self) -> np.ndarray:
@@ -97,7 +96,7 @@ class Prepared:
             "source_n_train": ds.source_n_train,
             "n_train": int(self.train_index.size),
             "n_val": int(self.val_index.size),
-            "n_test": int(self.test_y.shape[0]),
+            "n_test": self.test.n,
             "classes": list(ds.classes),
             "mean": list(ds.mean),
             "std": list(ds.std),
@@ -207,10 +206,8 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         val_index=val_index,
         flipped=flipped.numpy(),
         ctx=ctx,
-        val_x=ctx.val_x,
-        val_y=ctx.val_y,
-        test_x=ds.test_x.to(device),
-        test_y=ds.test_y.to(device),
+        val=ctx.val_source,
+        test=TensorSource(ds.test_x.to(device), ds.test_y.to(device), None, ds.num_classes),
     )
 
 
@@ -411,18 +408,14 @@ def _execute(
             None if weights is None else weights.values.double().cpu().numpy(),
         )
     model = prepare_model(ctx.build_model(None, derive_seed(seed, "init")), device, settings)
-    keep_t = torch.from_numpy(kept).to(device)
+    kept_source = ctx.source.subset(torch.from_numpy(kept))
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         with timer.stage("eval"):
-            acc, loss = evaluate_split(
-                m, prep.test_x, prep.test_y, settings.eval_batch_size, settings.amp
-            )
+            acc, loss = evaluate_split(m, prep.test, settings.eval_batch_size, settings.amp)
             out = {"test_acc": acc, "test_loss": loss}
-            if prep.val_y.numel():
-                acc, loss = evaluate_split(
-                    m, prep.val_x, prep.val_y, settings.eval_batch_size, settings.amp
-                )
+            if prep.val.n:
+                acc, loss = evaluate_split(m, prep.val, settings.eval_batch_size, settings.amp)
                 out.update(val_acc=acc, val_loss=loss)
         return out
 
@@ -432,11 +425,9 @@ def _execute(
     with timer.stage("train"):
         logs = train(
             model,
-            ctx.train_x[keep_t],
-            ctx.train_y[keep_t],
+            kept_source,
             settings,
             total_steps,
-            ctx.augment,
             order_seed=derive_seed(seed, "order"),
             evaluate=evaluate,
             progress=progress,

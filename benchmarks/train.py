@@ -1,7 +1,9 @@
-"""The trainer: SGD on tensors that live on the device, with an explicit step budget.
+"""The trainer: SGD on the examples of an ExampleSource, with an explicit step budget.
 
-Batches are index gathers from one uint8 tensor; augmentation is batched tensor
-work; normalisation happens inside the model. Data order and augmentation come
+The plan (which examples each step trains on) is the trainer's; the source turns a
+step's indices into images under the training transform (in memory: an index gather
+and batched tensor augmentation; streamed: read, decode, crop); normalisation happens
+inside the model. Data order and augmentation come
 from streams seeded per pass and per step, so a run is reproducible on CPU and
 can resume at any step without replaying random state.
 """
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.atomic import atomic_write
-from benchmarks.augment import Augment
+from benchmarks.data.source import ExampleSource
 from benchmarks.errors import ConfigError, RunDiverged
 from benchmarks.preemption import PreemptionGuard
 from benchmarks.seeding import derive_seed
@@ -249,10 +251,6 @@ def weighted_batch_loss(
     return (losses * weights).mean()
 
 
-def _step_generator(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 @dataclass
 class Checkpointing:
     """Where and how often the trainer saves its full state, to resume after preemption.
@@ -275,11 +273,9 @@ class Checkpointing:
 
 def train(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    source: ExampleSource,
     settings: TrainSettings,
     total_steps: int,
-    augment: Augment,
     order_seed: int,
     evaluate: EvalFn | None = None,
     on_batch: BatchHook | None = None,
@@ -292,7 +288,7 @@ def train(
     sampler: PassSampler | None = None,
     weights: LossWeights | None = None,
 ) -> list[EpochLog]:
-    """Train `model` in place for `total_steps` SGD steps on (x, y); return per-epoch logs.
+    """Train `model` in place for `total_steps` SGD steps on `source`; return per-epoch logs.
 
     An "epoch" of the log is `total_steps / settings.epochs` steps, so curves of runs
     on differently pruned sets line up on the same axis. `on_batch(step, idx, logits, y)`
@@ -304,17 +300,17 @@ def train(
     every `every_steps` steps and at a preemption signal, and a run finding a checkpoint
     resumes from it, ending with bitwise the same model on CPU. With a `sampler`, the
     examples of every pass are redrawn by it (dynamic pruning) instead of being all of
-    (x, y); its state and the pass in progress are checkpointed with the rest. With
+    `source`; its state and the pass in progress are checkpointed with the rest. With
     `weights`, each example's loss is weighted (a weighted subset); a sampler weights its
     own losses.
     """
     run_steps = total_steps if stop_step is None else min(stop_step, total_steps)
-    device = x.device
+    device = source.device
     if weights is not None:
         if sampler is not None:
             raise ValueError("a dynamic sampler weights its own losses; pass no static weights")
-        if weights.values.shape[0] != x.shape[0]:
-            raise ValueError(f"{weights.values.shape[0]} loss weights for {x.shape[0]} examples")
+        if weights.values.shape[0] != source.n:
+            raise ValueError(f"{weights.values.shape[0]} loss weights for {source.n} examples")
         weight_values = weights.values.to(device)
     model.train()
     optimizer = torch.optim.SGD(
@@ -334,7 +330,7 @@ def train(
     clock = time.perf_counter() - state.elapsed
     if sampler is None:
         plan: Iterable[PlanStep] = _static_plan(
-            x.shape[0], total_steps, run_steps, settings, order_seed, device, state.step
+            source.n, total_steps, run_steps, settings, order_seed, device, state.step
         )
     else:
         plan = _DynamicPlan(
@@ -343,19 +339,15 @@ def train(
     bar = _progress_bar(run_steps, desc, progress, initial=state.step)
     forward = training_forward(model, settings)
     with PreemptionGuard(active=checkpointing is not None) as guard:
-        for step, idx, fraction_done, epochs_ended in plan:
+        for step, idx, fraction_done, epochs_ended in source.prefetch(plan):
             guard.step = step
             lr = settings.lr * lr_factor_at(fraction_done, settings)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs = x[idx]
-            if augment.active:
-                inputs = augment(
-                    inputs, _step_generator(device, derive_seed(order_seed, "augment", step))
-                )
+            inputs = source.train_batch(idx, derive_seed(order_seed, "augment", step))
             if device.type == "cuda" and settings.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            targets = y[idx]
+            targets = source.labels[idx]
             with autocast_for(device, settings.amp):
                 logits = forward(inputs)
                 losses = F.cross_entropy(
@@ -695,11 +687,22 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0)
 
 
+def source_logits(
+    model: nn.Module, source: ExampleSource, batch_size: int, amp: bool = True
+) -> torch.Tensor:
+    """Eval-mode float32 logits [n, K] of every example of `source`, in its order."""
+    return torch.cat(
+        [predict_logits(model, x, batch_size, amp) for _, x, _ in source.eval_batches()]
+        or [torch.empty(0)]
+    )
+
+
 def evaluate_split(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, amp: bool = True
+    model: nn.Module, source: ExampleSource, batch_size: int, amp: bool = True
 ) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the model in eval mode."""
-    logits = predict_logits(model, x, batch_size, amp)
+    """(accuracy, mean cross-entropy) of the model in eval mode, under the eval transform."""
+    logits = source_logits(model, source, batch_size, amp)
+    y = source.labels
     loss = F.cross_entropy(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return acc, loss

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,16 +82,22 @@ class _OnNormalised(nn.Module):
 
 
 def deepfool_scores(
-    model: Classifier, x: torch.Tensor, max_iter: int, overshoot: float, batch_size: int
+    model: Classifier,
+    blocks: Iterable[torch.Tensor],
+    max_iter: int,
+    overshoot: float,
+    batch_size: int,
 ) -> np.ndarray:
-    """||r||_2 of each raw image x [N, C, H, W] (float64), the network frozen, eval mode."""
+    """||r||_2 of each raw image (float64) of the blocks [B, C, H, W] in turn, the network
+    frozen, eval mode."""
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = _OnNormalised(model).eval()
     norms = []
-    for i in range(0, x.shape[0], batch_size):
-        z = model.normalize(x[i : i + batch_size])
-        norms.append(deepfool_norms(wrapped, z, max_iter, overshoot).cpu())
+    for x in blocks:
+        for i in range(0, x.shape[0], batch_size):
+            z = model.normalize(x[i : i + batch_size])
+            norms.append(deepfool_norms(wrapped, z, max_iter, overshoot).cpu())
     return torch.cat(norms).double().numpy()
 
 
@@ -146,9 +153,8 @@ class DeepFool(ProxyMethod):
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             model, cost = proxy_network(ctx, proxy, run, epoch)
             start = time.perf_counter()
-            norms = deepfool_scores(
-                model, ctx.train_x, self.max_iter, self.overshoot, self.batch_size
-            )
+            images = (x for _, x, _ in ctx.eval_batches())
+            norms = deepfool_scores(model, images, self.max_iter, self.overshoot, self.batch_size)
             meta = {**cost, "seconds": time.perf_counter() - start}
             return {"deepfool": norms}, meta
 

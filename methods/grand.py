@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from benchmarks.errors import ConfigError
 from methods.core.base import ScoreContext
@@ -54,7 +55,8 @@ class GraNd(ProxyMethod):
             return
         model = ctx.build_model(self.proxy_spec.model, seed=0).eval()
         try:
-            trace(model, ctx.train_x[:1])
+            _, first, _ = next(ctx.eval_batches(1, torch.zeros(1, dtype=torch.long)))
+            trace(model, first)
         except NotImplementedError as err:
             raise ConfigError(f"method=grand with method.params=all: {err}") from None
 
@@ -72,8 +74,13 @@ class GraNd(ProxyMethod):
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             model, cost = proxy_network(ctx, proxy, run, self.epoch)
             start = time.perf_counter()
-            norms = per_example_grad_norms(
-                model, ctx.train_x, ctx.train_y, params=self.params, chunk_size=self.chunk_size
+            norms = torch.cat(
+                [
+                    per_example_grad_norms(
+                        model, x, y, params=self.params, chunk_size=self.chunk_size
+                    )
+                    for _, x, y in ctx.eval_batches()
+                ]
             )
             meta = {**cost, "seconds": time.perf_counter() - start}
             return {"grand": norms.double().cpu().numpy()}, meta

@@ -25,7 +25,8 @@ class InputNorm(PruningMethod):
         mean = torch.tensor(ctx.mean, device=ctx.device).view(1, -1, 1, 1)
         std = torch.tensor(ctx.std, device=ctx.device).view(1, -1, 1, 1)
         norms = []
-        for start in range(0, ctx.n, self.batch_size):
-            x = ctx.train_x[start : start + self.batch_size].double() / 255.0
-            norms.append(((x - mean) / std).flatten(1).norm(dim=1))
+        for _, images, _ in ctx.eval_batches():
+            for start in range(0, images.shape[0], self.batch_size):
+                x = images[start : start + self.batch_size].double() / 255.0
+                norms.append(((x - mean) / std).flatten(1).norm(dim=1))
         return torch.cat(norms).cpu().numpy()[None]

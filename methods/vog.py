@@ -121,7 +121,12 @@ class VoG(ProxyMethod):
                 state = torch.load(files.weights(epoch), map_location=ctx.device)
                 model.load_state_dict(state)
                 moments.add(
-                    true_logit_input_gradients(model, ctx.train_x, ctx.train_y, self.batch_size)
+                    torch.cat(
+                        [
+                            true_logit_input_gradients(model, x, y, self.batch_size)
+                            for _, x, y in ctx.eval_batches()
+                        ]
+                    )
                 )
             (row,) = np.flatnonzero(recorded["epochs"] == end)
             meta = {

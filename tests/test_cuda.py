@@ -14,6 +14,7 @@ from synthetic import synthetic_ctx
 from test_grad_norms import loop_norms
 
 from benchmarks.augment import Augment
+from benchmarks.data.source import TensorSource
 from benchmarks.models import build_model
 from benchmarks.train import TrainSettings, budget_steps, prepare_model, train
 from methods.core.dynamics import Proxy, dynamics, eval_summaries, proxy_network
@@ -48,11 +49,9 @@ def _trained(device, amp, steps_epochs=2):
     model = prepare_model(_model(), device, settings)
     train(
         model,
-        x.to(device),
-        y.to(device),
+        TensorSource(x.to(device), y.to(device), Augment(2, True)),
         settings,
         budget_steps(512, 512, settings),
-        Augment(2, True),
         order_seed=3,
     )
     with torch.no_grad():
@@ -101,7 +100,7 @@ def _profiled_training(epochs):
     total = budget_steps(512, 512, settings)
     activities = [torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
-        train(model, x, y, settings, total, Augment(2, True), order_seed=0)
+        train(model, TensorSource(x, y, Augment(2, True)), settings, total, order_seed=0)
         torch.cuda.synchronize()
     return prof, total
 

@@ -262,7 +262,7 @@ def test_cinic10_valid_is_the_runs_validation_split(tmp_path):
     where = [f"data.root={tmp_path}", f"data.cache_dir={tmp_path / 'c'}"]
     prep = prepare(compose("data=cinic10", "data.valid=val", *where), torch.device("cpu"))
     assert prep.val_index.tolist() == [6, 7, 8, 9] and prep.train_index.tolist() == list(range(6))
-    assert prep.val_x[:, 0, 0, 0].tolist() == [100, 101, 110, 111]
+    assert prep.val.images[:, 0, 0, 0].tolist() == [100, 101, 110, 111]
     merged = prepare(compose("data=cinic10", *where), torch.device("cpu"))
     assert merged.train_index.tolist() == list(range(10)) and merged.val_index.size == 0
     with pytest.raises(ConfigError, match=r"data\.val_size=2 .*own \(data\.valid=val\)"):

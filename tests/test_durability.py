@@ -13,9 +13,9 @@ import torch
 from patience import HUNG_AFTER_S
 from test_data import fake_mnist, mnist_cfg
 
-from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from benchmarks.data import load_dataset
+from benchmarks.data.source import TensorSource
 from benchmarks.models import build_model
 from benchmarks.results import save_record
 from benchmarks.train import Checkpointing, TrainSettings, train
@@ -145,7 +145,7 @@ def test_files_in_a_shared_folder_are_group_readable_under_umask_002(tmp_path):
         x, y = torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.arange(8) % 2
         ckpt = Checkpointing(tmp_path / "results" / ".checkpoints" / "k.pt", every_steps=1)
         settings = TrainSettings(epochs=2, batch_size=4)
-        train(model, x, y, settings, 4, Augment(), order_seed=0, checkpointing=ckpt)
+        train(model, TensorSource(x, y), settings, 4, order_seed=0, checkpointing=ckpt)
     finally:
         os.umask(old)
     files = [

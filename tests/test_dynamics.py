@@ -7,6 +7,7 @@ import pytest
 import torch
 from synthetic import synthetic_ctx
 
+from benchmarks.data.source import TensorSource
 from benchmarks.seeding import derive_seed
 from methods import get_method
 from methods.core.dynamics import (
@@ -46,7 +47,7 @@ SEQUENCES = [
 
 def test_forgetting_matches_the_reference_on_scripted_presentations():
     y = torch.tensor([0, 1, 2, 0, 1])
-    rec = DynamicsRecorder(torch.zeros(5, 1, 1, 1), y, eval_batch_size=8)
+    rec = DynamicsRecorder(TensorSource(torch.zeros(5, 1, 1, 1), y), eval_batch_size=8)
     for step in range(6):
         flags = [s[step] for s in SEQUENCES]
         rec.on_batch(step, torch.arange(5), _logits_for(flags, y.tolist()), y)
@@ -60,7 +61,7 @@ def test_forgetting_matches_the_reference_on_scripted_presentations():
 
 def test_forgetting_counts_only_the_presentations_of_each_example():
     y = torch.tensor([0, 0])
-    rec = DynamicsRecorder(torch.zeros(2, 1, 1, 1), y, eval_batch_size=8)
+    rec = DynamicsRecorder(TensorSource(torch.zeros(2, 1, 1, 1), y), eval_batch_size=8)
     rec.on_batch(0, torch.tensor([0]), _logits_for([1], [0]), y[:1])
     rec.on_batch(1, torch.tensor([1]), _logits_for([0], [0]), y[1:])
     rec.on_batch(2, torch.tensor([0]), _logits_for([0], [0]), y[:1])
@@ -70,7 +71,7 @@ def test_forgetting_counts_only_the_presentations_of_each_example():
 
 def test_aum_is_the_mean_logit_margin_negated():
     y = torch.tensor([0, 2])
-    rec = DynamicsRecorder(torch.zeros(2, 1, 1, 1), y, eval_batch_size=8)
+    rec = DynamicsRecorder(TensorSource(torch.zeros(2, 1, 1, 1), y), eval_batch_size=8)
     scripted = [
         torch.tensor([[3.0, 1.0, 0.0], [0.0, 5.0, 1.0]]),
         torch.tensor([[1.0, 2.0, -1.0], [0.0, 1.0, 4.0]]),

@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from synthetic import synthetic_ctx
 
+from benchmarks.data.source import TensorSource
 from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights, weighted_batch_loss
 from methods.core.ccs import ccs_cut_scores
@@ -209,7 +210,7 @@ def test_ccs_with_keep_easy_is_an_error_and_beta_follows_a_per_fraction_table():
 def test_recorder_sums_ccs_aum_and_train_mode_el2n_by_hand():
     x = torch.zeros(3, 1, 1, 1)
     y = torch.tensor([0, 1, 1])
-    rec = DynamicsRecorder(x, y, 8)
+    rec = DynamicsRecorder(TensorSource(x, y), 8)
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
     rec.on_batch(0, torch.arange(3), logits, y)
     rec.on_batch(1, torch.tensor([0]), logits[:1], y[:1])

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from synthetic import synthetic_ctx
 
 from benchmarks.cache import read_artifact, write_artifact
+from benchmarks.data.source import TensorSource
 from benchmarks.errors import ConfigError
 from methods import d2, dyn_unc, herding, kcenter, moderate, prototypes, tdds
 from methods.core.dynamics import DynamicsRecorder, Proxy, dynamics, proxy_material, train_proxy
@@ -176,7 +177,7 @@ class _Scripted(torch.nn.Module):
 
 
 def _record(script: list[torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray]:
-    rec = DynamicsRecorder(torch.zeros(len(y), 1, 1, 1), y, eval_batch_size=64)
+    rec = DynamicsRecorder(TensorSource(torch.zeros(len(y), 1, 1, 1), y), eval_batch_size=64)
     model = _Scripted()
     for epoch, logits in enumerate(script):
         model.logits = logits

@@ -137,7 +137,7 @@ def test_every_score_equals_the_one_of_independently_trained_networks(tmp_path):
     with torch.no_grad():
         p = at_two(ctx.train_x).double().softmax(1).numpy()
     assert scores["entropy"][0] == pytest.approx(-(p * np.log(p)).sum(1), rel=1e-5)
-    alone = DynamicsRecorder(ctx.train_x, ctx.train_y, eval_batch_size=64)
+    alone = DynamicsRecorder(ctx.source, eval_batch_size=64)
     train_proxy(_ctx(), Proxy(), 0, 3, alone.on_batch, alone.on_epoch)
     counts = (alone.forgetting, alone.presentations, alone.ever_correct)
     assert np.array_equal(scores["forgetting"][0], forgetting_score(*(c.numpy() for c in counts)))
@@ -183,7 +183,7 @@ def test_dynamics_summaries_are_float32_under_bf16_autocast(tmp_path, monkeypatc
             blurred = eval_summaries(network(ctx.train_x).float(), ctx.train_y)
     assert (exact["p_true"] - blurred["p_true"]).abs().max() > 1e-4  # bf16 would be seen
     with torch.autocast("cpu", dtype=torch.bfloat16):  # even inside an outer autocast
-        recorder = DynamicsRecorder(ctx.train_x, ctx.train_y, eval_batch_size=16)
+        recorder = DynamicsRecorder(ctx.source, eval_batch_size=16)
         recorder.on_epoch(2, network)
     for name in ("el2n", "p_true", "entropy", "margin"):
         assert arrays[name][2] == pytest.approx(exact[name].numpy(), abs=1e-6), name

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.augment import Augment
+from benchmarks.data.source import TensorSource
 from benchmarks.models import build_model
 from benchmarks.train import Checkpointing, TrainSettings, budget_steps, train
 from methods.infobatch import InfoBatchSampler
@@ -34,7 +35,13 @@ def _train(model, settings, sampler=None, **kw):
     x, y = _toy()
     total = budget_steps(96, 96, settings)
     return train(
-        model, x, y, settings, total, Augment(1, True), order_seed=3, sampler=sampler, **kw
+        model,
+        TensorSource(x, y, Augment(1, True)),
+        settings,
+        total,
+        order_seed=3,
+        sampler=sampler,
+        **kw,
     )
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from benchmarks.augment import Augment
+from benchmarks.data.source import TensorSource
 from benchmarks.errors import ConfigError, RunDiverged
 from benchmarks.models import build_model
 from benchmarks.train import TrainSettings, batch_order, budget_steps, lr_factor, train
@@ -83,7 +84,13 @@ def _trained(order_seed, init_seed=0, **kw):
     torch.manual_seed(init_seed)
     model = build_model("cnn", 1, 2, (8, 8), (0.5,), (0.25,))
     s = TrainSettings(epochs=2, batch_size=32, **kw)
-    logs = train(model, x, y, s, budget_steps(96, 96, s), Augment(1, True), order_seed=order_seed)
+    logs = train(
+        model,
+        TensorSource(x, y, Augment(1, True)),
+        s,
+        budget_steps(96, 96, s),
+        order_seed=order_seed,
+    )
     return model, logs
 
 
@@ -111,11 +118,9 @@ def test_hooks_see_every_step_and_epoch():
     total = budget_steps(96, 96, s)
     train(
         model,
-        x,
-        y,
+        TensorSource(x, y),
         s,
         total,
-        Augment(),
         order_seed=0,
         on_batch=lambda step, idx, logits, t: seen.append((step, idx.numel(), logits.shape)),
         on_epoch=lambda e, m: epochs.append(e),
@@ -132,7 +137,7 @@ def test_a_non_finite_loss_raises_diverged():
         model.head.weight.fill_(math.inf)
     s = TrainSettings(epochs=1, batch_size=32)
     with pytest.raises(RunDiverged, match="epoch 1"):
-        train(model, x, y, s, 3, Augment(), order_seed=0)
+        train(model, TensorSource(x, y), s, 3, order_seed=0)
 
 
 class _Killed(Exception):
@@ -151,7 +156,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_bitwise_equal(tmp_path):
         return build_model("cnn", 1, 2, (8, 8), (0.5,), (0.25,))
 
     reference = fresh()
-    ref_logs = train(reference, x, y, s, total, Augment(1, True), order_seed=4)
+    ref_logs = train(reference, TensorSource(x, y, Augment(1, True)), s, total, order_seed=4)
 
     def die_at_step_8(step, idx, logits, targets):
         if step == 8:
@@ -161,11 +166,9 @@ def test_a_run_resumed_from_its_checkpoint_ends_bitwise_equal(tmp_path):
     with pytest.raises(_Killed):
         train(
             fresh(),
-            x,
-            y,
+            TensorSource(x, y, Augment(1, True)),
             s,
             total,
-            Augment(1, True),
             order_seed=4,
             on_batch=die_at_step_8,
             checkpointing=ckpt,
@@ -173,7 +176,9 @@ def test_a_run_resumed_from_its_checkpoint_ends_bitwise_equal(tmp_path):
     assert torch.load(ckpt.path, weights_only=False)["step"] == 6
     assert ckpt.resumed_from_step == 0
     resumed = fresh()
-    logs = train(resumed, x, y, s, total, Augment(1, True), order_seed=4, checkpointing=ckpt)
+    logs = train(
+        resumed, TensorSource(x, y, Augment(1, True)), s, total, order_seed=4, checkpointing=ckpt
+    )
     assert ckpt.resumed_from_step == 6
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -205,11 +210,9 @@ def test_dynamic_sampler_redraws_every_pass_and_weights_losses():
     seen = []
     logs = train(
         build_model("mlp", 1, 2, (8, 8), (0.5,), (0.25,)),
-        x,
-        y,
+        TensorSource(x, y),
         s,
         999,
-        Augment(),
         order_seed=0,
         on_batch=lambda step, idx, logits, t: seen.append(idx.clone()),
         sampler=sampler,

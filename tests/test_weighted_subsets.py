@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.augment import Augment
+from benchmarks.data.source import TensorSource
 from benchmarks.models import build_model
 from benchmarks.train import LossWeights, TrainSettings, train, weighted_batch_loss
 
@@ -25,7 +25,7 @@ def _trained(weights, epochs=2, batch_size=5):
     x, y = _data()
     model = _model()
     s = TrainSettings(epochs=epochs, batch_size=batch_size, lr=0.05)
-    train(model, x, y, s, epochs * 3, Augment(), order_seed=1, weights=weights)
+    train(model, TensorSource(x, y), s, epochs * 3, order_seed=1, weights=weights)
     return model
 
 
@@ -56,7 +56,7 @@ def _one_full_batch_step(weights, normalise):
     model = _model(torch.float64)
     before = torch.cat([p.detach().flatten() for p in model.parameters()])
     s = TrainSettings(epochs=1, batch_size=12, lr=0.1, momentum=0.0, weight_decay=0.0)
-    train(model, x, y, s, 1, Augment(), order_seed=0, weights=LossWeights(weights, normalise))
+    train(model, TensorSource(x, y), s, 1, order_seed=0, weights=LossWeights(weights, normalise))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     return (before - after) / 0.1, _per_example_grads(_model(torch.float64), x, y)
 
@@ -90,11 +90,9 @@ def test_bad_weights_are_refused_before_training():
     with pytest.raises(ValueError, match="3 loss weights for 12 examples"):
         train(
             _model(),
-            x,
-            y,
+            TensorSource(x, y),
             TrainSettings(epochs=1),
             1,
-            Augment(),
             0,
             weights=LossWeights(torch.ones(3)),
         )

@@ -142,7 +142,7 @@ def time_image_case(ctx: ScoreContext, name: str) -> tuple[float, dict[str, floa
         defaults = DeepFool()
         start = time.perf_counter()
         deepfool_scores(
-            model, ctx.train_x, defaults.max_iter, defaults.overshoot, defaults.batch_size
+            model, [ctx.train_x], defaults.max_iter, defaults.overshoot, defaults.batch_size
         )
         seconds = time.perf_counter() - start
         # one forward of every example, then two (linearise, check) per active example

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from benchmarks.augment import Augment
 from benchmarks.data import load_dataset
+from benchmarks.data.source import TensorSource
 from benchmarks.models import build_model
 from benchmarks.speed.report import write_json
 from benchmarks.train import (
@@ -113,9 +114,9 @@ def _prunebench_train(args, device, **switches: bool) -> dict[str, float]:
     x, y = ds.train_x.to(device), ds.train_y.to(device)
     settings = _settings(args, **switches)
     model = _model(args, ds, device, settings)
-    aug = Augment(4, True)
-    warmup = _timed(device, lambda: train(model, x, y, settings, args.warmup, aug, order_seed=1))
-    seconds = _timed(device, lambda: train(model, x, y, settings, args.steps, aug, order_seed=2))
+    source = TensorSource(x, y, Augment(4, True))
+    warmup = _timed(device, lambda: train(model, source, settings, args.warmup, order_seed=1))
+    seconds = _timed(device, lambda: train(model, source, settings, args.steps, order_seed=2))
     return {"seconds": seconds, "warmup_seconds": warmup}
 
 
@@ -241,8 +242,9 @@ def bench_train_steps_on_score_set(args, device) -> float:
     model = _model(args, ds, device)
     settings = _settings(args)
     steps = -(-args.grand_examples // args.batch_size)
-    train(model, x, y, settings, 2, Augment(), order_seed=1)
-    return _timed(device, lambda: train(model, x, y, settings, steps, Augment(), order_seed=2))
+    source = TensorSource(x, y)
+    train(model, source, settings, 2, order_seed=1)
+    return _timed(device, lambda: train(model, source, settings, steps, order_seed=2))
 
 
 def bench_grand(args, device) -> float:

@@ -13,7 +13,7 @@ import hashlib
 import tempfile
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
+from benchmarks.data.source import EvalBatch, ExampleSource, NotInMemory, TensorSource
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
 from benchmarks.options import check_option_types
@@ -71,9 +72,15 @@ class ScoreCost:
 
 @dataclass
 class ScoreContext:
-    """Everything a method may need to score the training set."""
+    """Everything a method may need to score the training set.
 
-    train_x: torch.Tensor  # uint8 [N, C, H, W] on `device`
+    A method reads the training images through `eval_batches` (score passes under the
+    eval transform, batch by batch, in memory or streamed) and trains through `source`.
+    `train_x`, the images as one tensor, exists only where they are in memory: reading it
+    on streamed data is one ConfigError (NotInMemory) naming the batch API.
+    """
+
+    train_x: torch.Tensor | None = field(repr=False)  # uint8 [N, C, H, W] on `device`
     train_y: torch.Tensor  # int64 [N] on `device` (noisy labels where label noise is on)
     num_classes: int
     mean: tuple[float, ...]
@@ -101,11 +108,39 @@ class ScoreContext:
     origin: np.ndarray | None = None
     source_n_train: int | None = None
     source_fingerprint: str | None = None
+    # the training and validation sets when they are streamed from disk (train_x and
+    # val_x are then None); None: they are the tensors train_x and val_x
+    streamed: ExampleSource | None = None
+    streamed_val: ExampleSource | None = None
     _scratch: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property
     def n(self) -> int:
         return int(self.train_y.shape[0])
+
+    @property
+    def source(self) -> ExampleSource:
+        """The training set under its labels (`train_y`) and training transform."""
+        if self.streamed is not None:
+            return self.streamed
+        return TensorSource(self.train_x, self.train_y, self.augment, self.num_classes)
+
+    @property
+    def val_source(self) -> ExampleSource | None:
+        """The validation split as a source, or None without one."""
+        if self.streamed_val is not None:
+            return self.streamed_val
+        if self.val_x is None or self.val_y is None:
+            return None
+        return TensorSource(self.val_x, self.val_y, None, self.num_classes)
+
+    def eval_batches(
+        self, batch_size: int | None = None, indices: torch.Tensor | None = None
+    ) -> Iterator[EvalBatch]:
+        """(positions, uint8 images, labels) of the training set under the eval transform,
+        in order (or in the order of `indices`); `batch_size` None: the source's own block
+        (in memory: the whole set at once)."""
+        return self.source.eval_batches(batch_size, indices)
 
     @property
     def store(self) -> ScoreCache:
@@ -134,21 +169,19 @@ class ScoreContext:
     @property
     def val_hash(self) -> str:
         """What identifies the validation split a score was matched to: its images and labels."""
-        if self.val_x is None or self.val_y is None:
-            return ""
-        digest = hashlib.sha256(self.val_x.cpu().numpy().tobytes())
-        digest.update(self.val_y.cpu().numpy().astype(np.int64).tobytes())
-        return digest.hexdigest()
+        val = self.val_source
+        return "" if val is None else val.fingerprint
 
     def build_model(self, name: str | None, seed: int) -> Classifier:
         """A fresh model (the run's architecture unless `name` is given) seeded by `seed`."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            channels, height, width = self.source.image_shape
             model = build_model(
                 name or self.model_name,
-                in_channels=int(self.train_x.shape[1]),
+                in_channels=channels,
                 num_classes=self.num_classes,
-                image_size=(int(self.train_x.shape[2]), int(self.train_x.shape[3])),
+                image_size=(height, width),
                 mean=self.mean,
                 std=self.std,
                 options=self.model_options if name in (None, self.model_name) else None,
@@ -161,6 +194,21 @@ class ScoreContext:
         if epochs is not None:
             values["epochs"] = int(epochs)
         return TrainSettings.from_config(values)
+
+
+def _train_x(ctx: ScoreContext) -> torch.Tensor:
+    images = ctx.__dict__.get("_train_x")
+    if images is None and ctx.streamed is not None:
+        raise NotInMemory("ctx.train_x (the training images as one tensor)")
+    return images
+
+
+def _set_train_x(ctx: ScoreContext, images: torch.Tensor | None) -> None:
+    ctx.__dict__["_train_x"] = images
+
+
+# a property over the dataclass field, so that reading it on streamed data is one clear error
+ScoreContext.train_x = property(_train_x, _set_train_x)
 
 
 class PruningMethod(ABC):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from benchmarks.atomic import atomic_write
 from benchmarks.cache import content_key, read_artifact
+from benchmarks.data.source import ExampleSource
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from benchmarks.options import check_option_types
@@ -44,7 +45,7 @@ from benchmarks.train import (
     Checkpointing,
     EpochHook,
     budget_steps,
-    predict_logits,
+    source_logits,
     train,
 )
 from methods.core.base import ScoreContext
@@ -137,9 +138,9 @@ class DynamicsRecorder:
     easy end of EL2N), which bf16 would blur.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, eval_batch_size: int) -> None:
-        n, device = y.shape[0], y.device
-        self.x, self.y = x, y
+    def __init__(self, source: ExampleSource, eval_batch_size: int) -> None:
+        n, device = source.n, source.device
+        self.source, self.y = source, source.labels
         self.eval_batch_size = eval_batch_size
         self.forgetting = torch.zeros(n, dtype=torch.long, device=device)
         self.presentations = torch.zeros(n, dtype=torch.long, device=device)
@@ -165,8 +166,8 @@ class DynamicsRecorder:
 
     def logits(self, model: torch.nn.Module) -> torch.Tensor:
         """Eval-mode float32 logits of every example, autocast off even inside an autocast."""
-        with torch.autocast(self.x.device.type, enabled=False):
-            return predict_logits(model, self.x, self.eval_batch_size, amp=False)
+        with torch.autocast(self.source.device.type, enabled=False):
+            return source_logits(model, self.source, self.eval_batch_size, amp=False)
 
     def on_epoch(self, epoch: int, model: torch.nn.Module) -> None:
         logits = self.logits(model)
@@ -244,11 +245,9 @@ def train_proxy(
         total = budget_steps(ctx.n, ctx.n, settings)
         train(
             model,
-            ctx.train_x,
-            ctx.train_y,
+            ctx.source,
             settings,
             total,
-            ctx.augment,
             order_seed=derive_seed(seed, "order"),
             on_batch=on_batch,
             on_epoch=on_epoch,
@@ -349,9 +348,7 @@ def _record(
     previous: tuple[dict[str, np.ndarray], dict[str, Any]] | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train (or continue) proxy run `run` to `stop_epoch` under the recorder."""
-    recorder = DynamicsRecorder(
-        ctx.train_x, ctx.train_y, ctx.proxy_settings(proxy.epochs).eval_batch_size
-    )
+    recorder = DynamicsRecorder(ctx.source, ctx.proxy_settings(proxy.epochs).eval_batch_size)
     start_epoch, kept = 0, set()
     if previous is not None and previous[1]["stop_epoch"] > 0:
         kept = set(previous[1]["weights_epochs"])

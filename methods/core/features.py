@@ -49,24 +49,26 @@ def proxy_outputs(
     validation split (`ctx.val_x`), from the same training. `count_cost=False` reads them
     again without adding their cost to the run's score cost (subset weights after scoring).
     """
-    splits = {"": ctx.train_x}
+    splits = {"": ctx.source}
     if with_val:
-        if ctx.val_x is None or ctx.val_y is None or not ctx.val_y.numel():
+        val = ctx.val_source
+        if val is None or not val.n:
             raise ConfigError("this method needs a validation split: set data.val_size > 0")
-        splits["val_"] = ctx.val_x
+        splits["val_"] = val
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         model, cost = proxy_network(ctx, proxy, run, epoch)
         start = time.perf_counter()
         batch_size = ctx.proxy_settings(proxy.epochs).eval_batch_size
         arrays = {}
-        for prefix, images in splits.items():
+        for prefix, source in splits.items():
             features, logits = [], []
             with torch.inference_mode(), torch.autocast(ctx.device.type, enabled=False):
-                for i in range(0, images.shape[0], batch_size):
-                    h = model.features(images[i : i + batch_size]).float()
-                    features.append(h.cpu())
-                    logits.append(model.head(h).float().cpu())
+                for _, images, _ in source.eval_batches():
+                    for i in range(0, images.shape[0], batch_size):
+                        h = model.features(images[i : i + batch_size]).float()
+                        features.append(h.cpu())
+                        logits.append(model.head(h).float().cpu())
             arrays[f"{prefix}features"] = torch.cat(features).numpy()
             arrays[f"{prefix}logits"] = torch.cat(logits).numpy()
         meta = {**cost, "seconds": time.perf_counter() - start, "outputs": list(OUTPUTS)}
