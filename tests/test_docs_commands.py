@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from patience import HUNG_AFTER_S
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
@@ -45,7 +46,7 @@ def _fenced(lines: list[str], start: int) -> list[str]:
     return lines[begin + 1 : end]
 
 
-def _commands(body: list[str]) -> list[str]:
+def shell_commands(body: list[str]) -> list[str]:
     """Shell lines of a block, `\\`-continued lines joined, comments and `export` dropped."""
     joined = "\n".join(body).replace("\\\n", " ")
     commands = []
@@ -66,7 +67,7 @@ def marked(page: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
             files[found["path"]] = "\n".join(_fenced(lines, i + 1)) + "\n"
         elif found := MARK.match(line.strip()):
             overrides = found["overrides"] or ""
-            commands += [(command, overrides) for command in _commands(_fenced(lines, i + 1))]
+            commands += [(command, overrides) for command in shell_commands(_fenced(lines, i + 1))]
     return files, commands
 
 
@@ -129,7 +130,9 @@ def test_runnable_commands_of_a_page_run_at_tiny_size(page, files, commands, tmp
     env["OMP_NUM_THREADS"] = "1"  # tiny tensors: one thread each, no oversubscription
     for command, overrides in commands:
         words = argv(command, overrides, tmp_path)
-        done = subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            words, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S
+        )
         assert done.returncode == 0, (
             f"{page.name}: `{command}` ran as {shlex.join(words)} and exited "
             f"{done.returncode}\n{(done.stdout + done.stderr)[-3000:]}"
