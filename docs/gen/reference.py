@@ -79,10 +79,11 @@ def source_comments(cls: type) -> dict[str, str]:
 
 
 def cell(value: object) -> str:
-    """A value as a Markdown table cell, written as in yaml: code, table pipes escaped."""
+    """A value as a Markdown table cell, written as in yaml, as code (a pipe inside code does
+    not split the cell)."""
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
         value = json.dumps(value).replace('"', "")
-    shown = str(value).replace("|", "\\|").replace("\n", " ")
+    shown = str(value).replace("\n", " ")
     return f"`{shown}`" if shown else ""
 
 
