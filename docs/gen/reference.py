@@ -293,6 +293,19 @@ def shared_method_notes() -> dict[str, str]:
     return notes
 
 
+def method_families() -> dict[str, tuple[str, str]]:
+    """Method name -> (family page, its title): the pages of docs/methods/ whose tables give
+    each method's protocol and deviations from the official code (a row per method)."""
+    families: dict[str, tuple[str, str]] = {}
+    for page in sorted((ROOT / "docs" / "methods").glob("*.md")):
+        text = page.read_text()
+        title = text.splitlines()[0].lstrip("# ").strip()
+        for row in re.findall(r"^\| ([^|]+) \|", text, flags=re.M):
+            for name in re.findall(r"`(\w+)`", row):
+                families.setdefault(name, (page.name, title))
+    return families
+
+
 def method_lines() -> list[str]:
     """One line per registered method, for the README: `name`: definition."""
     from methods import method_classes
@@ -306,6 +319,7 @@ def methods_page() -> str:
     from methods import method_classes
 
     classes = method_classes()
+    families = method_families()
     parts = [
         "# All methods\n",
         f"The {len(classes)} methods of the registry, generated at build time from each "
@@ -324,7 +338,13 @@ def methods_page() -> str:
     ]
     for c in classes:
         block = [f"## `{c.name}` {{ #{c.name} }}\n", f"{prose(c.summary)}\n"]
-        facts = [("Paper", c.paper), ("Keep=hard keeps", c.direction), ("Cost", c.cost)]
+        page, family = families.get(c.name, ("", ""))
+        facts = [
+            ("Paper", c.paper),
+            ("Keep=hard keeps", c.direction),
+            ("Cost", c.cost),
+            ("Protocol and deviations", f"[{family}]({page})" if page else ""),
+        ]
         if c.dynamic:
             facts.append(("Kind", "dynamic: a new subset every pass, chosen during training"))
         listed = "\n".join(f"- **{name}**: {prose(text)}" for name, text in facts if text)
