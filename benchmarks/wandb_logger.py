@@ -3,10 +3,15 @@
 The local JSON record is the source of truth and is written before `finish`; every W&B
 call is guarded, so an outage, a bad key or a broken install costs a warning, not a run.
 The summary layout defined here is what `analysis` reads back from W&B.
+
+A killed cell's rerun continues its W&B run (one run id per cell) and may retrain epochs
+that the killed attempt had already logged; each epoch is logged to the run once, the
+last one logged kept in a progress file beside W&B's own files.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -20,6 +25,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from benchmarks.atomic import atomic_write
 from benchmarks.errors import ConfigError
 
 MODES = ("offline", "online", "disabled")
@@ -89,6 +95,8 @@ def run_summary(record: Mapping[str, Any]) -> dict[str, Any]:
             "fraction_removed": sel["fraction_removed"],
             "kept_flipped": sel["kept_flipped"],
             "score_cost": dict(sel["score_cost"]),
+            # the resolved options: the epoch a score was taken at when it follows the schedule
+            "method_options": dict(sel.get("method_options") or {}),
         }
     if "data" in record:
         data = record["data"]
@@ -121,7 +129,8 @@ class WandbLogger:
     tags: Sequence[str] = ()
     log_scores: bool = False
     _run: Any = field(default=None, init=False, repr=False)
-    _logged_epochs: set[int] = field(default_factory=set, init=False, repr=False)
+    _last_epoch: int = field(default=0, init=False, repr=False)  # the W&B run's last epoch
+    _progress: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         env_mode = os.environ.get("WANDB_MODE")
@@ -135,7 +144,7 @@ class WandbLogger:
         """Open the W&B run of a cell; on failure, warn and log nothing more for it."""
         cell = record["cell"]
         config = flatten({**record["config"], "cell": cell, "run_key": record["run_key"]})
-        self._logged_epochs = set()
+        self._last_epoch, self._progress = 0, None
         try:
             import wandb  # imported here: runs without W&B never pay its import
 
@@ -158,32 +167,51 @@ class WandbLogger:
             )
             self._run.define_metric("epoch")
             self._run.define_metric("*", step_metric="epoch")
+            wandb_dir = getattr(getattr(self._run, "settings", None), "wandb_dir", None)
+            if wandb_dir:
+                self._progress = progress_path(Path(wandb_dir), record["run_key"])
+            self._last_epoch = self._logged_before()
         except Exception as err:
             self._abandon("init", err)
 
+    def _logged_before(self) -> int:
+        """The last epoch this W&B run holds from earlier attempts: from the progress file
+        they left (offline runs too), or from the summary W&B restores on an online resume."""
+        last = 0
+        if self._progress is not None and self._progress.is_file():
+            with suppress(OSError, ValueError, KeyError, TypeError):
+                last = int(json.loads(self._progress.read_text())["epoch"])
+        if getattr(self._run, "resumed", False):
+            with suppress(TypeError, ValueError):
+                last = max(last, int(self._run.summary.get("epoch") or 0))
+        return last
+
     def log_epoch(self, row: Mapping[str, Any]) -> None:
-        """Per-epoch curve point (epoch, step, lr, losses, accuracies, seconds)."""
-        if self._run is None:
+        """Per-epoch curve point (epoch, step, lr, losses, accuracies, seconds), unless the
+        W&B run holds this epoch already (a rerun retraining what a killed attempt logged)."""
+        epoch = int(row["epoch"])
+        if self._run is None or epoch <= self._last_epoch:
             return
         try:
             self._run.log(dict(row))
         except Exception as err:
             self._abandon("log", err)
             return
-        self._logged_epochs.add(int(row["epoch"]))
+        self._last_epoch = epoch
+        if self._progress is not None:
+            try:
+                atomic_write(self._progress, lambda f: json.dump({"epoch": epoch}, f), binary=False)
+            except OSError as err:
+                log.warning("W&B progress file %s not written (%s)", self._progress, err)
 
     def finish(self, record: Mapping[str, Any], scores: np.ndarray | None = None) -> None:
-        """Log curve rows not logged live, the summary, optionally the scores; close the run.
-
-        Rows up to the step a resumed run restarted from were logged live by the attempt that
-        wrote the checkpoint, into the same W&B run. `scores` are the method's per-example
-        scores in training-set order.
-        """
+        """Log the curve rows the W&B run does not hold yet, the summary, optionally the
+        scores; close the run. `scores` are the method's per-example scores in
+        training-set order."""
         if self._run is None:
             return
-        resumed_from = int((record.get("train") or {}).get("resumed_from_step", 0))
         for row in record.get("curve", []):
-            if int(row["step"]) > resumed_from and int(row["epoch"]) not in self._logged_epochs:
+            if int(row["epoch"]) > self._last_epoch:
                 self.log_epoch(row)
         run = self._run
         if run is None:
@@ -209,6 +237,12 @@ class WandbLogger:
         if run is not None:
             with suppress(Exception):
                 run.finish(exit_code=1)
+
+
+def progress_path(wandb_dir: Path, run_key: str) -> Path:
+    """Where a cell's W&B run keeps its last logged epoch: beside W&B's own run folders
+    (which the offline reader never takes for one), so that it goes where they go."""
+    return wandb_dir / "prunebench-progress" / f"{run_key}.json"
 
 
 def scores_artifact(record: Mapping[str, Any], scores: np.ndarray) -> Any:

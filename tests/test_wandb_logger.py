@@ -22,7 +22,8 @@ from patience import HUNG_AFTER_S
 from wandb.proto import wandb_internal_pb2
 
 from analysis.__main__ import main as analysis_main
-from analysis.wandb_offline import attempt_order, log_payloads
+from analysis.collect import run_row
+from analysis.wandb_offline import attempt_order, log_payloads, offline_records
 from analysis.wandb_offline import offline_runs as offline_runs_of
 from benchmarks import pipeline
 from benchmarks.errors import ConfigError
@@ -248,9 +249,9 @@ def test_a_resumed_cell_continues_its_wandb_run_and_a_finished_one_opens_none(
     log_epoch = WandbLogger.log_epoch
 
     def interrupt_at_epoch_3(self, row):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt  # as Ctrl-C, kill or preemption: no record, a checkpoint
         log_epoch(self, row)
+        if row["epoch"] == 3:  # logged, then killed before its checkpoint is written
+            raise KeyboardInterrupt  # as Ctrl-C, kill or preemption: no record, a checkpoint
 
     cfg = compose_config(
         tmp_path,
@@ -272,11 +273,11 @@ def test_a_resumed_cell_continues_its_wandb_run_and_a_finished_one_opens_none(
     assert {p.name for d in offline_runs(tmp_path) for p in d.glob("*.wandb")} == {
         f"run-{record['run_key']}.wandb"
     }
-    assert [row["epoch"] for row in first["history"]] == [1, 2]
-    steps = {row["epoch"]: row["step"] for row in record["curve"]}
-    assert [row["epoch"] for row in second["history"]] == [
-        e for e, step in steps.items() if step > resumed_from
-    ]
+    assert [row["epoch"] for row in first["history"]] == [1, 2, 3]
+    # the rerun retrains epoch 3 from an earlier checkpoint and logs only what the W&B run
+    # does not hold: every epoch once over both attempts
+    assert next(row["step"] for row in record["curve"] if row["epoch"] == 3) > resumed_from
+    assert [row["epoch"] for row in second["history"]] == [4]
     (merged,) = offline_runs_of(tmp_path)
     assert merged.summary["status"] == "finished" and merged.exit_code == 0
     assert merged.summary["test_acc"] == pytest.approx(record["metrics"]["test_acc"])
@@ -336,3 +337,16 @@ def test_offline_reader_keeps_the_whole_records_of_a_torn_file_and_orders_attemp
         "run-20261130_235959-k",
     ]
     assert sorted(names, key=lambda n: attempt_order(n, "k")) == [names[2], names[1], names[0]]
+
+
+def test_every_leaderboard_field_of_a_record_round_trips_through_wandb(tmp_path):
+    cfg = compose_config(
+        tmp_path, "method=el2n", "score.runs=1", "logger=wandb", f"logger.dir={tmp_path}"
+    )
+    record = pipeline.run(cfg, progress=False)
+    wandb.teardown()
+    local = run_row(json.loads(Path(record["record_path"]).read_text()))
+    (mirrored,) = offline_records(tmp_path / "wandb", None, [])
+    assert local["score_epoch"] == 1  # 0.1 of 2 epochs, at least 1: resolved, not configured
+    assert record["config"]["method"]["epoch"] is None
+    assert {**run_row(mirrored), "record_path": None} == {**local, "record_path": None}
