@@ -116,6 +116,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "status": record["status"],
         **{key: cell.get(key) for key in CELL_KEYS},
         "score_epoch": score_epoch(config, selection),
+        "proxy_seed": ((config.get("method") or {}).get("proxy") or {}).get("seed"),
         "proxy_epochs": cost.get("proxy_epochs"),
         "proxy_trainings": cost.get("proxy_trainings"),
         "score_seconds": cost.get("seconds"),

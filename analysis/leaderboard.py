@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.collect import FULL
 from analysis.errors import AnalysisError
 from analysis.stats import Difference, Summary, difference, summarize
+from benchmarks.seeding import CELL_SEED
 from benchmarks.wandb_logger import flatten
 
 BASELINE = "random"
@@ -62,6 +63,9 @@ class Row:
     proxy_epochs: float
     proxy_trainings: float
     score_seconds: float
+    # how the seeds drew the scores: "per seed" (method.proxy.seed=cell), "shared" (one
+    # fixed proxy seed for every cell), None (no proxy training)
+    scores_drawn: str | None = None
     removed: dict[float, float] = field(default_factory=dict)
     cells: dict[float, Summary] = field(default_factory=dict)
     deltas: dict[float, Difference] = field(default_factory=dict)
@@ -196,10 +200,21 @@ def _rows(runs: pd.DataFrame, metric: Metric) -> list[Row]:
                 proxy_epochs=float(same["proxy_epochs"].mean()),
                 proxy_trainings=float(same["proxy_trainings"].mean()),
                 score_seconds=float(same["score_seconds"].mean()),
+                scores_drawn=scores_drawn(same),
                 removed={round(float(f), 6): float(r) for f, r in removed.items()},
             )
         )
     return sorted(rows, key=lambda r: (r.method_name != BASELINE, r.name))
+
+
+def scores_drawn(runs: pd.DataFrame) -> str | None:
+    """How the seeds drew the scores: "per seed" when every proxy seed was the cell's (`cell`),
+    "shared" when every one was fixed, "mixed" otherwise; None without proxy trainings."""
+    seeds = runs["proxy_seed"].dropna() if "proxy_seed" in runs else pd.Series([], dtype=object)
+    if seeds.empty:
+        return None
+    kinds = {"per seed" if s == CELL_SEED else "shared" for s in seeds}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _mark_best(rows: list[Row], metric: Metric, digits: int) -> None:

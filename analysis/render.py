@@ -62,6 +62,7 @@ def caption(table: Table, digits: int, pm: str = "±") -> str:
     if table.score_epochs:
         epochs = ", ".join(f"{name} {e:g}" for name, e in table.score_epochs.items())
         parts.append(f"Score epoch: {epochs}.")
+    parts += _scores_drawn(table)
     for row in table.full:
         value = _summary(row.cells[0.0], digits, table.usual_n, pm)
         parts.append(f"{_full_name(row)} (no pruning): {value}.")
@@ -78,6 +79,28 @@ def caption(table: Table, digits: int, pm: str = "±") -> str:
         "(cached scores count what they cost when computed)."
     )
     return " ".join(parts)
+
+
+SCORES_DRAWN = {
+    "per seed": "scores drawn per seed (method.proxy.seed=cell: each seed trains its own "
+    "proxies), so the spread and the intervals cover the scores' randomness and the retraining",
+    "shared": "scores shared (one draw, a fixed method.proxy.seed, reused by every seed and "
+    "fraction), so the spread and the intervals cover the retraining only, not the scores' "
+    "randomness",
+    "mixed": "scores drawn per seed by some runs and shared by others",
+}
+
+
+def _scores_drawn(table: Table) -> list[str]:
+    """Which randomness the spread covers, per kind of row (rows without proxies aside)."""
+    kinds: dict[str, list[str]] = {}
+    for row in table.rows:
+        if row.scores_drawn is not None:
+            kinds.setdefault(row.scores_drawn, []).append(row.name)
+    if len(kinds) == 1:
+        (kind,) = kinds
+        return [f"Proxy-trained methods: {SCORES_DRAWN[kind]}."]
+    return [f"{', '.join(names)}: {SCORES_DRAWN[kind]}." for kind, names in sorted(kinds.items())]
 
 
 def _full_name(row: Row) -> str:

@@ -122,6 +122,8 @@ class ScoreProtocolConfig:
     epoch_fraction: float = 0.1
     runs: int = 10
     proxy_epochs: int | None = None
+    # an integer, or "cell" (the cell's seed): checked by the methods (method.proxy.seed)
+    proxy_seed: Any = 0
 
 
 @dataclass

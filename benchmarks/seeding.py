@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 
+# the score seed (method.proxy.seed, score.proxy_seed) that follows the cell's own seed
+CELL_SEED = "cell"
+
 
 def derive_seed(seed: int, purpose: str, *index: int) -> int:
     """A 63-bit seed that depends only on (seed, purpose, index...)."""

@@ -42,7 +42,10 @@ class CAL(FeatureMethod):
     """Contrastive active learning's acquisition score on the proxy's features and softmax.
 
     As the paper (and its code): KL(neighbour || example), averaged over the k nearest;
-    the highest scores are acquired. Deviations: neighbours come from the training set
+    the highest scores are acquired; neighbours are found among L2-normalised features
+    (`normalize`, as the official acquisition/cal.py: torch's `normalize` of the
+    representations before its Euclidean KNeighborsClassifier; false: the raw features,
+    as DeepCore). Deviations: neighbours come from the training set
     itself (per class with `per_class`, DeepCore's balanced default), in the proxy's
     penultimate features (DeepCore: an ImageNet-pretrained ResNet-18 at 224 px, not
     available offline); DeepCore averages the symmetric KL and keeps the *lowest* scores
@@ -66,6 +69,7 @@ class CAL(FeatureMethod):
 
     neighbors: int = 10
     per_class: bool = True
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +79,8 @@ class CAL(FeatureMethod):
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         outputs = self.outputs(ctx, run)
         features = torch.from_numpy(outputs["features"]).to(ctx.device, torch.float64)
+        if self.normalize:
+            features = torch.nn.functional.normalize(features, dim=1)
         log_probs = torch.from_numpy(outputs["logits"]).to(ctx.device, torch.float64)
         log_probs = log_probs.log_softmax(dim=1)
         labels = ctx.labels

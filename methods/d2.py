@@ -208,12 +208,14 @@ class D2Pruning(FeatureMethod):
 
     difficulty: str = "el2n"
     difficulty_options: dict[str, Any] = field(default_factory=dict)
-    mode: str = "global"
-    mis_ratio: float = 0.0
+    # the official README's CIFAR command (adymaharana/d2pruning Readme.MD at bf1ea46,
+    # lines 30-38; conf/method/d2.yaml cites each line)
+    mode: str = "class"
+    mis_ratio: float = 0.4
     strata: int = 25
-    neighbors: int = 10
+    neighbors: int = 5
     gamma_forward: float = 1.0
-    gamma_reverse: float = 1.0
+    gamma_reverse: float = 0.1
     knn: str = "exact"
     knn_probes: int = IVF_PROBES
 
@@ -254,18 +256,34 @@ class D2Pruning(FeatureMethod):
         """The feature epoch and the difficulty's options (its epoch included) made concrete."""
         resolved = self.difficulty_method().resolve(ctx).options()
         resolved.pop("proxy", None)
-        return dataclasses.replace(self, **self.resolved_epochs(ctx), difficulty_options=resolved)
+        return dataclasses.replace(
+            self,
+            proxy=self.resolved_proxy(ctx),
+            **self.resolved_epochs(ctx),
+            difficulty_options=resolved,
+        )
 
     def difficulty_scores(self, ctx: ScoreContext) -> np.ndarray:
         method = self.difficulty_method()
         return method.resolve(ctx).score(ctx)
 
-    def pool(self, ctx: ScoreContext) -> np.ndarray:
-        """Indices left after the hard cut, in index order."""
-        if self.mis_ratio == 0.0:
+    def pool(self, ctx: ScoreContext, kept: int | None) -> np.ndarray:
+        """Indices left after the hard cut, in index order.
+
+        The cut removes at most what pruning removes (n - `kept`; None: not known, as for
+        a score export): the official code cuts
+        floor(mis_ratio n) whatever the coreset ratio and then keeps fewer examples than
+        asked when the rest is smaller (its README pairs the 0.4 cut with 90% removed);
+        here the least hard of the cut stay in the pool, so that every fraction keeps
+        its nominal count.
+        """
+        cut_count = int(self.mis_ratio * ctx.n)
+        if kept is not None:
+            cut_count = min(cut_count, ctx.n - kept)
+        if cut_count == 0:
             return np.arange(ctx.n)
         hardness = ccs_cut_scores(self, ctx)
-        cut = np.lexsort((np.arange(ctx.n), -hardness))[: int(self.mis_ratio * ctx.n)]
+        cut = np.lexsort((np.arange(ctx.n), -hardness))[:cut_count]
         return np.setdiff1d(np.arange(ctx.n), cut)
 
     def greedy(
@@ -285,7 +303,7 @@ class D2Pruning(FeatureMethod):
         features, difficulty, pool = (
             self.features(ctx, run),
             self.difficulty_scores(ctx),
-            self.pool(ctx),
+            self.pool(ctx, None if ctx.prune is None else kept_count(ctx.n, ctx.prune.fraction)),
         )
         scores = np.zeros(ctx.n)
         groups = (
@@ -316,12 +334,12 @@ class D2Pruning(FeatureMethod):
                 "prune.keep=hard, prune.strategy=topk, prune.offset=0"
             )
         rng = np.random.default_rng(seed)
+        total = kept_count(ctx.n, spec.fraction)
         features, difficulty, pool = (
             self.features(ctx, 0),
             self.difficulty_scores(ctx),
-            self.pool(ctx),
+            self.pool(ctx, total),
         )
-        total = kept_count(ctx.n, spec.fraction)
         labels = ctx.labels
         classes = np.unique(labels)
         members_of = [pool[labels[pool] == c] for c in classes]

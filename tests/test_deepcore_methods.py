@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy.special import rel_entr
 from scipy.stats import beta as beta_distribution
+from sklearn.neighbors import NearestNeighbors
 from synthetic import synthetic_ctx
 from torch import nn
 
@@ -144,11 +146,46 @@ def test_cal_keeps_the_highest_contrastive_scores_per_class(cache_dir):
     for c in (0, 1):
         members = np.flatnonzero(labels == c)
         feats = torch.from_numpy(out["features"][members]).double()
+        feats = feats / feats.norm(dim=1, keepdim=True)  # the official L2 normalisation
         logp = torch.from_numpy(out["logits"][members]).double().log_softmax(dim=1)
         by_hand = cal_scores(logp, nearest_neighbours(feats, 3)).numpy()
         np.testing.assert_allclose(scores[members], by_hand, rtol=1e-10)
     kept = _kept(method, ctx, fraction=0.5)
     assert set(kept.tolist()) == set(np.argsort(-scores, kind="stable")[:32].tolist())
+
+
+def _official_cal(features, probs, k):
+    """acquisition/cal.py (mourga/contrastive-active-learning) restated: features
+    L2-normalised, sklearn's Euclidean k nearest (here among the other rows), and the mean
+    over them of KLDivLoss(log p_x, p_neighbour) summed over classes = KL(p_nb || p_x)."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    out = []
+    for i in range(len(unit)):
+        others = np.delete(np.arange(len(unit)), i)
+        near = NearestNeighbors(n_neighbors=k).fit(unit[others]).kneighbors(unit[i : i + 1])[1]
+        out.append(np.mean([np.sum(rel_entr(probs[j], probs[i])) for j in others[near[0]]]))
+    return np.array(out)
+
+
+def test_cal_finds_neighbours_among_normalised_features_as_the_official_code(monkeypatch):
+    # a hand case where length and direction disagree: rows 0-2 point one way at growing
+    # lengths, rows 3-5 another way; raw distances pair the long rows across directions
+    features = np.array(
+        [[1, 0.1], [4, 0.3], [9, 0.2], [0.1, 1], [0.3, 4.2], [8.8, 9.1]], dtype=np.float64
+    )
+    logits = np.random.default_rng(5).normal(size=(6, 3))
+    probs = torch.from_numpy(logits).softmax(dim=1).numpy()
+    ctx = synthetic_ctx(n=6)
+    outputs = {"features": features.astype(np.float32), "logits": logits.astype(np.float32)}
+    scores = {}
+    for normalize in (True, False):
+        method = get_method("cal", {"neighbors": 2, "per_class": False, "normalize": normalize})
+        monkeypatch.setattr(method, "outputs", lambda ctx, run: outputs)
+        scores[normalize] = method.score_run(ctx, 0)
+    assert get_method("cal").normalize  # the official form is the default
+    official = _official_cal(features.astype(np.float32).astype(np.float64), probs, 2)
+    np.testing.assert_allclose(scores[True], official, rtol=1e-6)
+    assert not np.allclose(scores[False], official, rtol=1e-3)
 
 
 def _sym_kl(p, q):
@@ -257,13 +294,17 @@ def test_each_new_method_config_names_every_option_and_builds(module):
     assert list(config)[:2] == ["name", "label"] and config["label"] is None
     assert config["name"] == name
     options = {k: v for k, v in config.items() if k not in ("name", "label")}
-    # the shared proxy schedule is an interpolation (score.proxy_epochs), null by default
-    options["proxy"] = {**options["proxy"], "epochs": None}
+    # the shared proxy schedule and seed are interpolations (score.proxy_epochs, proxy_seed)
+    options["proxy"] = {**options["proxy"], "epochs": None, "seed": 0}
     options = {
         k: (1 if isinstance(v, str) and v.startswith("${") else v) for k, v in options.items()
     }
     method = get_method(name, options)
     assert type(method).__module__ == module.__name__
     assert set(options) == {f.name for f in fields(method)}
-    assert config["proxy"] == {"model": None, "epochs": "${score.proxy_epochs}", "seed": 0}
+    assert config["proxy"] == {
+        "model": None,
+        "epochs": "${score.proxy_epochs}",
+        "seed": "${score.proxy_seed}",
+    }
     assert all(getattr(method, attr) for attr in ("summary", "paper", "direction"))

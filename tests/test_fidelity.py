@@ -328,9 +328,42 @@ def test_d2_class_mode_selects_as_the_official_readme_pipeline(fraction, mis_rat
     assert kept.tolist() == sorted(official)
 
 
+def test_d2_defaults_are_the_official_readme_cifar_command(monkeypatch):
+    labels, x, difficulty, aum = _d2_case()
+    method, ctx = _d2_with({}, labels, x, difficulty, aum, monkeypatch)
+    kept = method.select_subset(ctx, np.zeros(150), PruneSpec(fraction=0.9), seed=0)
+    # Readme.MD (bf1ea46) lines 30-38: N_NEIGHBOR=5, GAMMA=0.1, CORESET_RATIO=0.1,
+    # --coreset-mode class --budget-mode uniform --mis-ratio 0.4 --graph-mode sum
+    # --graph-sampling-mode weighted; restated as selection_mp.py's class branch
+    pool = np.argsort(aum, kind="stable")[int(0.4 * 150) :]
+    targets = labels[pool]
+    budgets = _official_bin_allocate(kept_count(150, 0.9), np.bincount(targets))
+    official = []
+    for c, budget in enumerate(budgets):
+        members = pool[targets == c]
+        order = _official_graph_density_order(x[members], difficulty[members], 5, 0.1, budget)
+        official += members[order].tolist()
+    assert kept.tolist() == sorted(official)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5])
+def test_d2_hard_cut_never_removes_more_than_the_pruning(fraction, monkeypatch):
+    labels, x, difficulty, aum = _d2_case()
+    method, ctx = _d2_with({}, labels, x, difficulty, aum, monkeypatch)
+    kept = method.select_subset(ctx, np.zeros(150), PruneSpec(fraction=fraction), seed=0)
+    assert kept.size == kept_count(150, fraction)
+    removed = np.setdiff1d(np.arange(150), kept)
+    # 0.4 x 150 = 60 cut at most, and never more than the 150 - kept removed
+    cut = np.argsort(aum, kind="stable")[: min(60, 150 - kept.size)]
+    assert np.isin(cut, removed).all()
+    if fraction == 0.3:  # the cut is all the pruning removes
+        assert removed.tolist() == sorted(cut.tolist())
+
+
 def test_d2_stratified_mode_fills_each_stratum_as_the_official_code(monkeypatch):
     labels, x, difficulty, aum = _d2_case(n=300, seed=1)
     options = {"mode": "stratified", "mis_ratio": 0.2, "neighbors": 2, "strata": 3}
+    options["gamma_reverse"] = 1.0
     method, ctx = _d2_with(options, labels, x, difficulty, aum, monkeypatch)
     kept = set(method.select_subset(ctx, np.zeros(300), PruneSpec(fraction=0.6), 0).tolist())
     pool = np.argsort(aum, kind="stable")[60:]
@@ -368,7 +401,12 @@ def test_d2_global_order_stopped_where_the_selection_reads_keeps_the_same_exampl
 ):
     labels, x, difficulty, aum = _d2_case()
     method, ctx = _d2_with(
-        {"mis_ratio": 0.2, "neighbors": 4}, labels, x, difficulty, aum, monkeypatch
+        {"mode": "global", "mis_ratio": 0.2, "neighbors": 4},
+        labels,
+        x,
+        difficulty,
+        aum,
+        monkeypatch,
     )
     full = method.score_run(ctx, 0)
     ctx.prune = spec

@@ -270,12 +270,13 @@ def test_d2_message_passing_and_reverse_suppression_on_a_five_node_path_by_hand(
 
 def test_d2_without_messages_ranks_by_difficulty(cache_dir):
     ctx = _ctx(cache_dir)
-    options = {"difficulty_options": {"epoch": 2}, "neighbors": 5}
+    plain = {"mode": "global", "mis_ratio": 0.0}  # one graph, no hard cut: the order is all
+    options = {"difficulty_options": {"epoch": 2}, **plain}
     far = {**options, "gamma_forward": 1e9, "gamma_reverse": 1e9}
     scores = get_method("d2", far).score(ctx)
     el2n = get_method("el2n", {"epoch": 2, "runs": 1}).score(ctx)
     assert np.argsort(-scores).tolist() == np.lexsort((np.arange(64), -el2n)).tolist()
-    forgetting = get_method("d2", {"neighbors": 5, "difficulty": "forgetting"}).score(ctx)
+    forgetting = get_method("d2", {**plain, "difficulty": "forgetting"}).score(ctx)
     assert sorted(forgetting.tolist()) == pytest.approx((np.arange(1, 65) / 64).tolist())
 
 
@@ -335,5 +336,9 @@ def test_each_method_config_names_every_option_and_builds(module):
     method = get_method(name, options)
     assert type(method).__module__ == module.__name__
     assert set(options) == {f.name for f in fields(method)}
-    assert config["proxy"] == {"model": None, "epochs": "${score.proxy_epochs}", "seed": 0}
+    assert config["proxy"] == {
+        "model": None,
+        "epochs": "${score.proxy_epochs}",
+        "seed": "${score.proxy_seed}",
+    }
     assert all(getattr(method, attr) for attr in ("summary", "paper", "direction"))

@@ -364,12 +364,16 @@ def test_each_gradient_method_config_names_every_option_and_builds(module):
     assert list(config)[:2] == ["name", "label"] and config["label"] is None
     assert config["name"] == name
     options = {k: v for k, v in config.items() if k not in ("name", "label")}
-    # the shared proxy schedule is an interpolation (score.proxy_epochs), null by default
-    options["proxy"] = {**options["proxy"], "epochs": None}
+    # the shared proxy schedule and seed are interpolations (score.proxy_epochs, proxy_seed)
+    options["proxy"] = {**options["proxy"], "epochs": None, "seed": 0}
     method = get_method(name, options)
     assert type(method).__module__ == module.__name__
     assert set(options) == {f.name for f in fields(method)}
-    assert config["proxy"] == {"model": None, "epochs": "${score.proxy_epochs}", "seed": 0}
+    assert config["proxy"] == {
+        "model": None,
+        "epochs": "${score.proxy_epochs}",
+        "seed": "${score.proxy_seed}",
+    }
     assert all(getattr(method, attr) for attr in ("summary", "paper", "direction"))
 
 

@@ -39,7 +39,7 @@ from benchmarks.data.source import ExampleSource
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from benchmarks.options import check_option_types
-from benchmarks.seeding import derive_seed
+from benchmarks.seeding import CELL_SEED, derive_seed
 from benchmarks.train import (
     BatchHook,
     Checkpointing,
@@ -60,14 +60,16 @@ class Proxy:
     """Which proxy trainings a score averages over.
 
     `model`: architecture (None = the run's); `epochs`: length of the proxy's schedule
-    (None = the run's `train.epochs`); `seed`: the score seed, independent of the cell's
-    seed so that every retraining seed and fraction reuses the same scores; run k of
-    `runs` uses its own init and data-order streams derived from (seed, k).
+    (None = the run's `train.epochs`); `seed`: the score seed. An integer is one draw of
+    the scores that every retraining seed and fraction reuses (the spread of a grid's
+    seeds then covers the retraining only); `cell` draws them with the cell's seed, so
+    that a grid's seeds draw scores and training together. Run k of `runs` uses its own
+    init and data-order streams derived from (seed, k).
     """
 
     model: str | None = None
     epochs: int | None = None
-    seed: int = 0
+    seed: int | str = 0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> Proxy:
@@ -78,9 +80,19 @@ class Proxy:
                 f"method.proxy has no option {', '.join(unknown)}; its options: epochs, model, seed"
             )
         check_option_types("method.proxy", options, typing.get_type_hints(cls))
+        if isinstance(options.get("seed"), str) and options["seed"] != CELL_SEED:
+            raise ConfigError(
+                f"method.proxy.seed={options['seed']!r} must be an integer (one draw of the "
+                f"scores shared by every cell) or {CELL_SEED} (the cell's seed)"
+            )
         return cls(**options)
 
     def run_seed(self, run: int) -> int:
+        if not isinstance(self.seed, int):
+            raise RuntimeError(
+                f"method.proxy.seed={self.seed} is made the cell's seed by method.resolve(ctx), "
+                "which was not called before scoring"
+            )
         return derive_seed(self.seed, "proxy-run", run)
 
 

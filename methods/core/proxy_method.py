@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from benchmarks.errors import ConfigError
+from benchmarks.seeding import CELL_SEED
 from methods.core.base import PruningMethod, ScoreContext
 from methods.core.dynamics import Proxy
 
@@ -97,6 +98,13 @@ class ProxyMethod(PruningMethod):
         """The epoch-valued options whose value follows the proxy's schedule, made concrete."""
         return {}
 
+    def resolved_proxy(self, ctx: ScoreContext) -> dict[str, Any]:
+        """`proxy` with `seed: cell` made the cell's seed (`ctx.seed`)."""
+        if self.proxy.get("seed") == CELL_SEED:
+            return {**self.proxy, "seed": ctx.seed}
+        return self.proxy
+
     def resolve(self, ctx: ScoreContext) -> ProxyMethod:
-        epochs = self.resolved_epochs(ctx)
-        return dataclasses.replace(self, **epochs) if epochs else self
+        return dataclasses.replace(
+            self, proxy=self.resolved_proxy(ctx), **self.resolved_epochs(ctx)
+        )
