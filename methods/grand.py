@@ -12,7 +12,6 @@ import torch
 from benchmarks.errors import ConfigError
 from methods.core.base import ScoreContext
 from methods.core.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
-from methods.core.grad_norm_plan import trace
 from methods.core.grad_norms import per_example_grad_norms
 from methods.core.proxy_method import ProxyMethod
 from methods.core.registry import register
@@ -49,14 +48,14 @@ class GraNd(ProxyMethod):
             raise ConfigError(f"method.params={self.params!r} is not one of {', '.join(PARAMS)}")
 
     def check(self, ctx: ScoreContext) -> None:
-        """The exact plan traced on the untrained proxy architecture, so that a model the
-        closed forms cannot cover is refused before any proxy is trained."""
+        """The exact norms of two examples on the untrained proxy architecture (its plan
+        traced, its replays run), so that a model the closed forms cannot cover is refused
+        before any proxy is trained."""
         if self.params != "all" or ctx.n == 0:
             return
-        model = ctx.build_model(self.proxy_spec.model, seed=0).eval()
+        model = ctx.build_model(self.proxy_spec.model, seed=0)
         try:
-            _, first, _ = next(ctx.eval_batches(1, torch.zeros(1, dtype=torch.long)))
-            trace(model, first)
+            per_example_grad_norms(model, ctx.train_x[:2], ctx.train_y[:2])
         except NotImplementedError as err:
             raise ConfigError(f"method=grand with method.params=all: {err}") from None
 

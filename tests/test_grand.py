@@ -13,8 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from synthetic import synthetic_ctx
+from torch import nn
 
 from benchmarks.errors import ConfigError
+from benchmarks.models import MODELS
 from methods import get_method
 from methods.core.dynamics import Proxy, train_proxy
 
@@ -124,3 +126,26 @@ def test_swin_with_several_windows_is_one_line_exit_2_and_no_record_before_any_t
     assert "folded with 4 windows/tokens" in line and "method.params=last_layer" in line, line
     written = [p for d in ("results", "cache") for p in (tmp_path / d).rglob("*") if p.is_file()]
     assert not written  # no record, no proxy training, no score
+
+
+class ReadsTheData(nn.Module):
+    """A scale read out of the data with .item(): its per-example replay cannot run."""
+
+    def __init__(self, features):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(features))
+
+    def forward(self, x):
+        return x * self.scale * float(x.abs().max().item())
+
+
+def test_a_site_that_cannot_be_replayed_is_refused_when_the_method_is_checked(monkeypatch):
+    def body(in_channels, image_size):
+        features = in_channels * image_size[0] * image_size[1]
+        return nn.Sequential(nn.Flatten(), ReadsTheData(features)), features
+
+    monkeypatch.setitem(MODELS._items, "reads_the_data", body)
+    monkeypatch.setitem(MODELS._origins, "reads_the_data", "tests")
+    ctx = synthetic_ctx(n=4, model="reads_the_data")
+    with pytest.raises(ConfigError, match=r"'body.1' \(ReadsTheData\) could not be replayed"):
+        get_method("grand", {"epoch": 1, "runs": 1}).check(ctx)
