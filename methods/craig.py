@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from benchmarks.errors import ConfigError
 from benchmarks.train import LossWeights
 from methods.core.base import ScoreContext
 from methods.core.features import order_scores, picks_needed
@@ -68,6 +69,9 @@ def merged_class_order(groups: list[ClassGradients], ctx: ScoreContext) -> np.nd
     return merged[:wanted]
 
 
+LOSSES = ("deepcore", "official", "raw")
+
+
 @register
 @dataclass
 class CRAIG(GradientMethod):
@@ -78,8 +82,10 @@ class CRAIG(GradientMethod):
     zeroes cross-class similarities, so its global greedy is the per-class sequences
     merged by marginal gain: `per_class=false`). Each kept example trains with weight
     gamma_j = the number of its class's examples nearest to it, itself included (the
-    paper's gamma; DeepCore adds 1), the batch loss normalised by the batch's weights
-    (DeepCore's sum w l / sum w) unless `batch_normalise=false`.
+    paper's gamma; DeepCore adds 1). `loss`: deepcore, each batch's sum w l / sum w
+    (DeepCore's weighted training); official, the weights scaled to mean 1 over the
+    subset, then the plain batch mean of w l (baharanm/craig train_resnet.py at b0374a2,
+    lines 310 and 441); raw, the plain batch mean of w l with the counts as they are.
     """
 
     name = "craig"
@@ -99,7 +105,12 @@ class CRAIG(GradientMethod):
     )
 
     per_class: bool = True
-    batch_normalise: bool = True
+    loss: str = "deepcore"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in LOSSES:
+            raise ConfigError(f"method.loss={self.loss!r} is not one of {', '.join(LOSSES)}")
 
     def score_run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         groups = self.class_gradients(ctx, run)
@@ -124,4 +135,6 @@ class CRAIG(GradientMethod):
                     weights[group.members[inside]] = medoid_weights(similarity, inside)
             runs.append(weights[kept])
         values = torch.from_numpy(np.mean(runs, axis=0))
-        return LossWeights(values, batch_normalise=self.batch_normalise)
+        if self.loss == "official":
+            values = values / values.mean()
+        return LossWeights(values, batch_normalise=self.loss == "deepcore")

@@ -14,6 +14,7 @@ from test_run import records, run_cli
 
 from benchmarks.errors import ConfigError
 from benchmarks.subsets import read_subset, record_subset
+from benchmarks.train import weighted_batch_loss
 from methods import craig, glister, gradmatch, submodular
 from methods.core.dynamics import Proxy
 from methods.core.features import picks_needed, proxy_outputs
@@ -183,6 +184,25 @@ def test_craig_is_per_class_facility_location_on_gradient_distances_with_cover_w
             expected[members[inside[np.argmax(sim[i, inside])]]] += 1
     np.testing.assert_array_equal(weights.values.numpy(), expected[kept])
     assert weights.values.sum() == ctx.n and weights.batch_normalise
+
+
+def test_craig_official_loss_scales_weights_to_mean_one_then_takes_the_batch_mean(cache_dir):
+    ctx = synthetic_ctx(cache_dir)
+    scores = get_method("craig", {}).score(ctx)
+    kept = np.sort(np.argsort(-scores, kind="stable")[:20])
+    counts = get_method("craig", {"loss": "raw"}).subset_weights(ctx, kept)
+    official = get_method("craig", {"loss": "official"}).subset_weights(ctx, kept)
+    assert not counts.batch_normalise and not official.batch_normalise
+    # train_resnet.py (baharanm/craig) line 310: w / sum(w) * len(w); line 441: mean(l w)
+    w = counts.values.numpy()
+    np.testing.assert_allclose(official.values.numpy(), w / w.sum() * len(w), rtol=1e-12)
+    losses = torch.linspace(0.5, 2.0, 20, dtype=torch.float64)
+    batch = [3, 7, 11, 19]
+    hand = float(np.mean(losses.numpy()[batch] * (w / w.mean())[batch]))
+    loss = weighted_batch_loss(losses[batch], official.values[batch], official.batch_normalise)
+    assert loss.item() == pytest.approx(hand, rel=1e-12)
+    with pytest.raises(ConfigError, match="method.loss='mean' is not one of deepcore"):
+        get_method("craig", {"loss": "mean"})
 
 
 def test_medoid_weights_count_the_examples_nearest_each_kept_one_by_hand():
