@@ -8,12 +8,14 @@ import mkdocs_gen_files
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from reference import ROOT, config_reference, methods_page
+from reference import ROOT, cli_page, config_reference, methods_page
 
 with mkdocs_gen_files.open("methods/all.md", "w") as page:
     page.write(methods_page())
 with mkdocs_gen_files.open("reference/config.md", "w") as page:
     page.write(config_reference())
+with mkdocs_gen_files.open("reference/cli.md", "w") as page:
+    page.write(cli_page())
 for figure in (ROOT / "analysis" / "figures").glob("*.png"):
     with mkdocs_gen_files.open(f"assets/{figure.name}", "wb") as out:
         out.write(figure.read_bytes())

@@ -9,9 +9,13 @@ composed default config (`python run.py` with no override).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import inspect
+import io
 import json
+import os
 import re
 import typing
 from pathlib import Path
@@ -375,6 +379,64 @@ def readme_with_methods(readme: str) -> str:
         raise ValueError(f"README.md has no {README_BEGIN} ... {README_END} block")
     tail = rest.partition(README_END)[2]
     return f"{head}{README_BEGIN}\n" + "\n".join(method_lines()) + f"\n{README_END}{tail}"
+
+
+def _help(main: Any, argv: list[str]) -> str:
+    """What `--help` prints for a command line, from its parser, in this process."""
+    out = io.StringIO()
+    width = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps to it: the same page on every machine
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            main([*argv, "--help"])
+    finally:
+        if width is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = width
+    return out.getvalue().strip()
+
+
+def cli_page() -> str:
+    """reference/cli.md: the options of every command besides run.py/score.py (whose options
+    are the config keys), as their own `--help` prints them."""
+    from analysis.__main__ import main as analysis_main
+    from analysis.__main__ import parser
+    from benchmarks.speed.__main__ import PARTS
+    from benchmarks.speed.training import main as speed_main
+
+    commands = next(
+        action.choices
+        for action in parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    parts = [
+        "# Commands\n",
+        "Every command's options as its `--help` prints them, generated at build time. "
+        "`run.py` and `score.py` take Hydra overrides: their keys are the "
+        "[config keys](config.md); `python run.py --help` and `--cfg job` show the composed "
+        "config.\n",
+        "## `python -m methods [PLUGIN ...]`\n",
+        "Every registered method (and those of the plugin modules named) with its definition, "
+        "paper, direction, cost and origin: the [All methods](../methods/all.md) page.\n",
+        "## `python -m analysis`\n",
+        "```text\n" + _help(analysis_main, []) + "\n```\n",
+    ]
+    for name in commands:
+        parts += [
+            f"### `python -m analysis {name}`\n",
+            "```text\n" + _help(analysis_main, [name]) + "\n```\n",
+        ]
+    parts += [
+        "## `python -m benchmarks.speed`\n",
+        "```text\n" + _help(speed_main, []) + "\n```\n",
+    ]
+    for name, main in PARTS.items():
+        parts += [
+            f"### `python -m benchmarks.speed {name}`\n",
+            "```text\n" + _help(main, []) + "\n```\n",
+        ]
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":
