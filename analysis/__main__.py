@@ -8,6 +8,7 @@ python -m analysis plot results --out figures/accuracy
 python -m analysis scores el2n.csv grand.csv forgetting.csv --out scores.md
 python -m analysis subsets results --out kept/     # each cell's kept indices, .npy and .csv
 python -m analysis overlap results                 # Jaccard of kept sets between methods
+python -m analysis classes results                 # kept examples per class, per method
 python -m analysis compare results --reference ccs_cifar10 --format latex
 """
 
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.classes import class_count_tables
 from analysis.collect import collect
 from analysis.compare import compare, load_reference, render_comparison
 from analysis.errors import AnalysisError
@@ -77,6 +79,13 @@ def parser() -> argparse.ArgumentParser:
     scores.add_argument("--format", choices=("md", "csv"), default="md")
     scores.add_argument("--out", type=Path, help="file to write (default: stdout)")
     scores.add_argument("--digits", type=int, choices=range(7), default=3, metavar="0-6")
+
+    classes = commands.add_parser(
+        "classes", help="kept examples per class, per method and removed fraction"
+    )
+    _source(classes)
+    classes.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    classes.add_argument("--digits", type=int, choices=range(7), default=0, metavar="0-6")
 
     subsets = commands.add_parser(
         "subsets", help="each cell's kept training indices (original order), .npy and .csv"
@@ -144,6 +153,9 @@ def _run(args: argparse.Namespace) -> None:
         print(f"analysis: note: {note}", file=sys.stderr)
     if args.command == "collect":
         _write(found.all_runs.to_csv(index=False), args.out)
+        return
+    if args.command == "classes":
+        _write(class_count_tables(found.runs, args.digits), args.out)
         return
     tables = build_tables(found.runs, args.metric, args.data, args.model, args.digits)
     if reference is not None:

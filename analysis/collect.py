@@ -122,6 +122,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "score_seconds": cost.get("seconds"),
         "trainings_run": cost.get("trainings_run"),
         "kept": selection.get("kept"),
+        "kept_per_class": selection.get("kept_per_class"),
         "total": selection.get("total"),
         "removed": selection.get("fraction_removed"),
         **{key: metrics.get(key) for key in METRIC_KEYS},

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -495,3 +496,25 @@ def test_collect_cli_writes_every_run(results_dir, tmp_path, capsys):
     assert code == 0
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert len(runs) == N_RECORDS and set(runs.method) == {*METHODS, "el2n"}
+
+
+def test_classes_gives_each_cells_mean_kept_count_per_class_over_seeds(results_dir, capsys):
+    code, out, err = run_main(capsys, "classes", results_dir, "--digits", "2")
+    assert code == 0, err
+    shown = Counter()
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 3 and cells[1].endswith("%"):
+            counts = tuple(float(c) for c in cells[3:-3])
+            assert float(cells[-3]) == min(counts) and float(cells[-2]) == max(counts)
+            shown[(cells[0], float(cells[1][:-1]) / 100, int(cells[2]), counts)] += 1
+    want = Counter()
+    by_cell: dict[tuple, list] = {}
+    for r in raw_records(results_dir):
+        if r["cell"]["method"] != "full":
+            key = (r["config"]["train"]["epochs"], r["cell"]["method"], r["cell"]["fraction"])
+            by_cell.setdefault(key, []).append(r["selection"]["kept_per_class"])
+    for (_, method, fraction), counts in by_cell.items():
+        mean = tuple(round(float(v), 2) for v in np.mean(counts, axis=0))
+        want[(method, fraction, len(counts), mean)] += 1
+    assert shown == want
