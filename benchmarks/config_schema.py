@@ -36,6 +36,20 @@ class AugmentConfig:
 
 
 @dataclass
+class StreamConfig:
+    # fixed: the in-memory decode, then data.augment; crop: RandomResizedCrop + flip for
+    # training, Resize + CenterCrop for evaluation (the ImageNet papers' protocol)
+    transform: str = "fixed"
+    # decoding processes (null: the usable cores less one; 0: in the training process)
+    workers: int | None = None
+    # training batches decoded ahead of the one being trained on
+    prefetch: int = 4
+    # re-encode the JPEGs at this shorter side when packing (null: their bytes as they are)
+    reencode_short_side: int | None = None
+    shard_mb: int = 256
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     root: str = MISSING
@@ -56,6 +70,10 @@ class DataConfig:
     # train even when the training or validation split leaves a class without an example
     allow_missing_classes: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # memory (decoded tensors on the device), stream (packed once, read by index), or auto
+    # (memory where the decoded data fits the device with room for training)
+    storage: str = "auto"
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
 
 @dataclass

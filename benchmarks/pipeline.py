@@ -6,6 +6,7 @@ knows which method chose its subset.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,10 +19,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.augment import Augment
-from benchmarks.cache import ScoreCache
+from benchmarks.cache import ScoreCache, content_key
 from benchmarks.config_schema import validate
 from benchmarks.data import DataSet, load_dataset, stratified_split
+from benchmarks.data.placement import choose_storage
 from benchmarks.data.source import ExampleSource, TensorSource
+from benchmarks.data.stream import StreamedData, load_streamed
 from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
@@ -74,13 +77,14 @@ class Timer:
 class Prepared:
     """The data of one run on its device, and the context methods score it in."""
 
-    ds: DataSet
+    ds: DataSet | StreamedData
     train_index: np.ndarray  # positions of the training examples in the data set's order
     val_index: np.ndarray
     flipped: np.ndarray  # positions (in train_index) whose label was flipped
     ctx: ScoreContext
     val: ExampleSource
     test: ExampleSource
+    storage: dict[str, Any]
 
     @property
     def origin(self) -> np.ndarray:
@@ -101,6 +105,7 @@ class Prepared:
             "mean": list(ds.mean),
             "std": list(ds.std),
             "val_indices_sha256": indices_hash(self.val_index),
+            "storage": self.storage,
             "label_noise": {
                 "flipped": self.flipped.tolist(),
                 "true_labels": ds.train_y[
@@ -157,8 +162,11 @@ def shared_score_epoch(cfg: DictConfig) -> int:
 
 
 def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
-    """Load the data set, carve validation, inject label noise, and move it to the device."""
-    ds = load_dataset(cfg.data)
+    """Load the data set (in memory or streamed, data.storage), carve validation, inject label
+    noise, and move it to the device."""
+    storage, reason = choose_storage(cfg.data, device)
+    print(f"data.storage: {storage} ({reason})", file=sys.stderr)
+    ds = load_dataset(cfg.data) if storage == "memory" else load_streamed(cfg.data, device)
     n = int(ds.train_y.shape[0])
     val_size = cfg.data.get("val_size") or 0
     if val_size and ds.val_index is not None:
@@ -179,15 +187,17 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
     y = ds.train_y[torch.from_numpy(train_index)]
     noise = float(cfg.data.get("label_noise") or 0.0)
     y, flipped = flip_labels(y, noise, ds.num_classes, int(cfg.data.get("label_noise_seed", 0)))
+    train_t, val_t = torch.from_numpy(train_index), torch.from_numpy(val_index)
+    streamed = isinstance(ds, StreamedData)
     ctx = ScoreContext(
-        train_x=ds.train_x[torch.from_numpy(train_index)].to(device),
+        train_x=None if streamed else ds.train_x[train_t].to(device),
         train_y=y.to(device),
         num_classes=ds.num_classes,
         mean=ds.mean,
         std=ds.std,
         device=device,
         seed=int(cfg.seed),
-        data_fingerprint=ds.fingerprint,
+        data_fingerprint=score_fingerprint(ds),
         augment=Augment(**dict(cfg.data.get("augment") or {})),
         model_name=str(cfg.model.name),
         model_options=model_options(cfg.model),
@@ -198,8 +208,13 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         source_n_train=ds.source_n_train,
         source_fingerprint=ds.source_fingerprint,
     )
-    val_t = torch.from_numpy(val_index)
-    ctx.val_x, ctx.val_y = ds.train_x[val_t].to(device), ds.train_y[val_t].to(device)
+    if streamed:
+        ctx.streamed = ds.train.subset(train_t).with_labels(ctx.train_y)
+        ctx.streamed_val = ds.train.subset(val_t)
+        test: ExampleSource = ds.test
+    else:
+        ctx.val_x, ctx.val_y = ds.train_x[val_t].to(device), ds.train_y[val_t].to(device)
+        test = TensorSource(ds.test_x.to(device), ds.test_y.to(device), None, ds.num_classes)
     return Prepared(
         ds=ds,
         train_index=train_index,
@@ -207,8 +222,17 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         flipped=flipped.numpy(),
         ctx=ctx,
         val=ctx.val_source,
-        test=TensorSource(ds.test_x.to(device), ds.test_y.to(device), None, ds.num_classes),
+        test=test,
+        storage={"mode": storage, "reason": reason, **(ds.info if streamed else {})},
     )
+
+
+def score_fingerprint(ds: DataSet | StreamedData) -> str:
+    """What score caches key the data by: its fingerprint, and a streamed run's crops (the
+    images its proxies train on are not the in-memory ones)."""
+    if isinstance(ds, StreamedData) and ds.options.transform != "fixed":
+        return content_key({"data": ds.fingerprint, "transform": ds.options.transform})
+    return ds.fingerprint
 
 
 def check_every_class(ds: DataSet, splits: Mapping[str, np.ndarray], cfg: DictConfig) -> None:
@@ -438,6 +462,11 @@ def _execute(
             on_log=None if logger is None else lambda log: logger.log_epoch(log.as_dict()),
         )
     timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)
+    if isinstance(prep.ds, StreamedData):
+        decoder = prep.ds.train.decoder
+        record["data"]["storage"].update(
+            examples_read=decoder.examples_read, bytes_read=decoder.bytes_read
+        )
     if sampler is not None:
         record["selection"]["dynamic"] = {
             "passes": sampler.passes,

@@ -30,7 +30,17 @@ from benchmarks.atomic import atomic_write
 RECORD_SCHEMA = 1
 CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
 # where the data lives, and a switch that only permits a run: neither changes a result
-DATA_LOCATION_KEYS = ("root", "cache_dir", "download", "mirror", "allow_missing_classes")
+DATA_LOCATION_KEYS = (
+    "root",
+    "cache_dir",
+    "download",
+    "mirror",
+    "allow_missing_classes",
+    "storage",
+)
+# What of data.stream changes the images trained on, with its default (the rest is speed):
+# at its defaults a streamed cell is the in-memory cell and has its key.
+STREAM_RESULT_DEFAULTS = {"transform": "fixed", "reencode_short_side": None}
 # How fast the same training runs, not what it computes: a compiled rerun is the same cell.
 SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -50,6 +60,10 @@ def run_key(cfg: Mapping[str, Any], prunes: bool = True) -> str:
     """
     cell = {name: cfg[name] for name in CELL_SECTIONS}
     cell["data"] = {k: v for k, v in cell["data"].items() if k not in DATA_LOCATION_KEYS}
+    stream = cell["data"].pop("stream", None) or {}
+    changed = {k: stream[k] for k, v in STREAM_RESULT_DEFAULTS.items() if stream.get(k, v) != v}
+    if changed:
+        cell["data"]["stream"] = changed
     cell["train"] = {k: v for k, v in cell["train"].items() if k not in SPEED_ONLY_TRAIN_KEYS}
     if not prunes:
         cell["prune"] = None

@@ -337,14 +337,19 @@ def train(
             sampler, total_steps, settings, order_seed, device, resumed.get("cursor")
         )
     bar = _progress_bar(run_steps, desc, progress, initial=state.step)
+
+    def step_seed(step: int) -> int:
+        return derive_seed(order_seed, "augment", step)
+
     forward = training_forward(model, settings)
     with PreemptionGuard(active=checkpointing is not None) as guard:
-        for step, idx, fraction_done, epochs_ended in source.prefetch(plan):
+        batches = source.prefetch(plan, step_seed, read_ahead=sampler is None)
+        for step, idx, fraction_done, epochs_ended in batches:
             guard.step = step
             lr = settings.lr * lr_factor_at(fraction_done, settings)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs = source.train_batch(idx, derive_seed(order_seed, "augment", step))
+            inputs = source.train_batch(idx, step_seed(step))
             if device.type == "cuda" and settings.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             targets = source.labels[idx]

@@ -55,7 +55,9 @@ class GraNd(ProxyMethod):
             return
         model = ctx.build_model(self.proxy_spec.model, seed=0)
         try:
-            per_example_grad_norms(model, ctx.train_x[:2], ctx.train_y[:2])
+            first = torch.arange(min(2, ctx.n))
+            _, x, y = next(ctx.eval_batches(2, first))
+            per_example_grad_norms(model, x, y)
         except NotImplementedError as err:
             raise ConfigError(f"method=grand with method.params=all: {err}") from None
 

@@ -100,12 +100,13 @@ DATA_PRESETS = {
         lambda root: write_tiny_zip(root / "tiny-imagenet-200.zip"),
         ["model.kwargs={width_per_group:4}"],
     ),
-    "ccs_imagenet": (write_imagenet_folder, ["data.resolution=16", "score.proxy_epochs=1"]),
+    # at the preset's 224 px, streamed (issue 22's Done when)
+    "ccs_imagenet": (write_imagenet_folder, ["score.proxy_epochs=1", "data.stream.workers=1"]),
     "dyn_unc_imagenet": (
         write_imagenet_folder,
         [
             "data.resolution=16",
-            "data.augment.crop_padding=2",
+            "data.stream.workers=0",
             "model.kwargs={width_per_group:4}",
             "score.proxy_epochs=2",
             "method.window=2",
@@ -145,3 +146,5 @@ def test_data_preset_runs_on_tiny_files_in_the_official_format(preset, tmp_path)
     assert record["status"] == "finished"
     assert record["cell"]["budget"] == base.train.budget
     assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+    streamed = base.data.get("storage") == "stream"
+    assert record["data"]["storage"]["mode"] == ("stream" if streamed else "memory")

@@ -22,6 +22,20 @@ IMAGENET_SPLITS = {"train": "train", "test": "val"}
 def _imagenet(source: Source) -> DataSet:
     """ILSVRC-2012 in ImageFolder layout, each image resized (shorter side) and centre-cropped
     to data.resolution, decoded in parallel on every core the process may use."""
+    resolution, class_dirs = imagenet_folders(source)
+    # The class folders' mtimes change when files are added or removed: a cache hit costs
+    # 2,000 stats, not 1.3 million.
+    dirs = class_dirs["train"] + class_dirs["test"]
+    return cached(
+        f"imagenet{resolution}px",
+        dirs,
+        source,
+        lambda: _decode_imagenet(source.name, class_dirs, resolution),
+    )
+
+
+def imagenet_folders(source: Source) -> tuple[int, dict[str, list[Path]]]:
+    """data.resolution, checked, and the sorted class folders of each split."""
     resolution = source.options.get("resolution")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
         raise ConfigError(
@@ -40,32 +54,36 @@ def _imagenet(source: Source) -> DataSet:
             f"need an image-net.org login ({IMAGENET_HOME}); or point data.root or the "
             "environment variable PRUNEBENCH_DATA at a folder that holds them"
         )
-    # The class folders' mtimes change when files are added or removed: a cache hit costs
-    # 2,000 stats, not 1.3 million.
-    dirs = class_dirs["train"] + class_dirs["test"]
-    return cached(
-        f"imagenet{resolution}px",
-        dirs,
-        source,
-        lambda: _decode_imagenet(source.name, class_dirs, resolution),
-    )
+    return resolution, class_dirs
 
 
-def _decode_imagenet(
-    name: str, class_dirs: Mapping[str, Sequence[Path]], resolution: int
-) -> DataSet:
+def imagenet_files(
+    name: str, class_dirs: Mapping[str, Sequence[Path]]
+) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]]]:
+    """The class names and each split's image files and labels, in the data set's order
+    (class folders sorted, then the files of each sorted)."""
     classes = [d.name for d in class_dirs["train"]]
     if [d.name for d in class_dirs["test"]] != classes:
         raise DataError(f"{name}: train/ and val/ must have the same class folders")
-    arrays = {}
+    splits = {}
     for split, dirs in class_dirs.items():
         files, labels = [], []
         for label, d in enumerate(dirs):
             images = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             files += images
             labels += [label] * len(images)
+        splits[split] = (files, np.array(labels, dtype=np.int64))
+    return classes, splits
+
+
+def _decode_imagenet(
+    name: str, class_dirs: Mapping[str, Sequence[Path]], resolution: int
+) -> DataSet:
+    classes, splits = imagenet_files(name, class_dirs)
+    arrays = {}
+    for split, (files, labels) in splits.items():
         x = _decode_parallel(files, resolution, f"{name} {IMAGENET_SPLITS[split]}")
-        arrays[split] = (x, np.array(labels, dtype=np.int64))
+        arrays[split] = (x, labels)
     return assemble(name, arrays["train"], arrays["test"], classes)
 
 
@@ -96,14 +114,20 @@ def _resize_crop(job: tuple[str, int]) -> np.ndarray:
     path, r = job
     try:
         with Image.open(path) as image:
-            image.draft("RGB", (r, r))
-            image = image.convert("RGB")
-            w, h = image.size
-            scale = r / min(w, h)
-            size = (max(r, round(w * scale)), max(r, round(h * scale)))
-            image = image.resize(size, Image.Resampling.BILINEAR)
-            left, top = round((size[0] - r) / 2), round((size[1] - r) / 2)
-            image = image.crop((left, top, left + r, top + r))
-            return np.asarray(image).transpose(2, 0, 1)
+            return centre_crop(image, r)
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot decode image ({err})") from None
+
+
+def centre_crop(image: Image.Image, r: int) -> np.ndarray:
+    """The image's shorter side resized to r (bilinear, antialiased), then its central r x r,
+    as uint8 [3, r, r]: the decode of an in-memory ImageNet and of a streamed one alike."""
+    image.draft("RGB", (r, r))
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = r / min(w, h)
+    size = (max(r, round(w * scale)), max(r, round(h * scale)))
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = round((size[0] - r) / 2), round((size[1] - r) / 2)
+    image = image.crop((left, top, left + r, top + r))
+    return np.asarray(image).transpose(2, 0, 1)

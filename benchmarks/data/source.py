@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import torch
@@ -87,8 +87,14 @@ class ExampleSource(ABC):
     def with_labels(self, labels: torch.Tensor) -> ExampleSource:
         """The same images under other labels (label noise)."""
 
-    def prefetch(self, plan: Iterable[T]) -> Iterable[T]:
-        """The trainer's plan of (step, idx, ...) items; a stream reads their images ahead."""
+    def prefetch(
+        self,
+        plan: Iterable[T],
+        step_seed: Callable[[int], int] | None = None,
+        read_ahead: bool = True,
+    ) -> Iterable[T]:
+        """The trainer's plan of (step, idx, ...) items; a stream decodes the batches of the
+        next steps (seeded by `step_seed(step)`) meanwhile, where `read_ahead` allows it."""
         return plan
 
 

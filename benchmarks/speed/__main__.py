@@ -1,4 +1,4 @@
-"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory] ...`: every measurement.
+"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream] ...`: every measurement.
 
 Without a part name, the training and scoring speed against the usual way
 (benchmarks/speed/training.py); with one, that part's own options (`--help` after it).
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.speed import geometry, grand_memory, knn, selection, training
+from benchmarks.speed import geometry, grand_memory, knn, selection, stream, training
 
 PARTS = {
     "geometry": geometry.main,
     "knn": knn.main,
     "selection": selection.main,
     "grand_memory": grand_memory.main,
+    "stream": stream.main,
 }
 
 
