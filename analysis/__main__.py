@@ -10,6 +10,10 @@ python -m analysis subsets results --out kept/     # each cell's kept indices, .
 python -m analysis overlap results                 # Jaccard of kept sets between methods
 python -m analysis classes results                 # kept examples per class, per method
 python -m analysis compare results --reference ccs_cifar10 --format latex
+python -m analysis rank results --figure figures/cd   # average ranks, Friedman, Nemenyi, CD
+python -m analysis pareto results --figure figures/pareto   # accuracy against total compute
+python -m analysis bundle results --out study.tar.gz   # records, subsets, scores, manifest
+python -m analysis leaderboard study.tar.gz            # the same tables, from the bundle
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.bundle import build_bundle, log_artifact
 from analysis.classes import class_count_tables
 from analysis.collect import collect
 from analysis.compare import compare, load_reference, render_comparison
 from analysis.errors import AnalysisError
 from analysis.leaderboard import METRICS, build_tables
+from analysis.pareto import plot_pareto, points, render_front
 from analysis.plot import plot
+from analysis.rank import plot_cd, rank, render_ranking
 from analysis.render import render
 from analysis.scores import load_scores, report
 from analysis.subsets import cell_subsets, export_subsets, overlap_tables
@@ -69,6 +76,53 @@ def parser() -> argparse.ArgumentParser:
     )
     versus.add_argument("--format", choices=("md", "latex"), default="md")
     versus.add_argument("--out", type=Path, help="file to write (default: stdout)")
+
+    ranking = commands.add_parser(
+        "rank",
+        help="average rank over every (data, model, protocol, fraction) cell, Friedman test, "
+        "Nemenyi post-hoc, critical-difference diagram",
+    )
+    _source(ranking)
+    _selection(ranking)
+    ranking.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    ranking.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    ranking.add_argument(
+        "--figure", type=Path, help="file stem of the CD diagram: writes STEM.png, STEM.pdf"
+    )
+    ranking.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    ranking.add_argument(
+        "--by-seed",
+        action="store_true",
+        help="one block per (cell, seed) instead of per cell (mean over seeds)",
+    )
+
+    pareto = commands.add_parser(
+        "pareto",
+        help="metric against total compute per (data, model): Pareto-optimal runs, figure",
+    )
+    _source(pareto)
+    _selection(pareto)
+    pareto.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    pareto.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    pareto.add_argument(
+        "--figure", type=Path, help="file stem of the figure: writes STEM.png, STEM.pdf"
+    )
+
+    bundle = commands.add_parser(
+        "bundle",
+        help="records, kept subsets, score exports and a checked manifest in one .tar.gz",
+    )
+    bundle.add_argument("source", type=Path, help="results directory (searched recursively)")
+    bundle.add_argument("--out", type=Path, required=True, help="NAME.tar.gz to write")
+    bundle.add_argument(
+        "--no-scores",
+        action="store_true",
+        help="leave out the static methods' score exports (they are read from the score "
+        "cache, computed where missing)",
+    )
+    bundle.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", help="also log the bundle as a W&B artifact there"
+    )
 
     scores = commands.add_parser(
         "scores", help="Spearman agreement and noise AUROC of score exports"
@@ -137,6 +191,17 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "scores":
         _write(report(load_scores(args.files), args.format, args.digits), args.out)
         return
+    if args.command == "bundle":
+        manifest = build_bundle(args.source, args.out, scores=not args.no_scores)
+        print(
+            f"analysis: wrote {args.out} ({manifest['records']} records, "
+            f"{len(manifest['members'])} members)",
+            file=sys.stderr,
+        )
+        if args.wandb:
+            where = log_artifact(args.out, args.wandb, manifest)
+            print(f"analysis: logged {args.out} as the W&B artifact {where}", file=sys.stderr)
+        return
     if args.command in ("subsets", "overlap"):
         cells, notes = cell_subsets(args.source)
         for note in notes:
@@ -160,6 +225,25 @@ def _run(args: argparse.Namespace) -> None:
     tables = build_tables(found.runs, args.metric, args.data, args.model, args.digits)
     if reference is not None:
         _write(render_comparison(compare(tables, reference), args.format, args.digits), args.out)
+        return
+    if args.command == "rank":
+        if not 0 < args.alpha < 1:
+            raise AnalysisError(f"--alpha {args.alpha} must lie in (0, 1)")
+        ranking = rank(tables, args.alpha, args.by_seed)
+        _write(render_ranking(ranking, args.format, args.digits), args.out)
+        if args.figure is not None:
+            for path in plot_cd(ranking, args.figure):
+                print(f"analysis: wrote {path}", file=sys.stderr)
+        return
+    if args.command == "pareto":
+        found_points, notes = points(tables)
+        for note in notes:
+            print(f"analysis: note: {note}", file=sys.stderr)
+        title = tables[0].metric.title
+        _write(render_front(found_points, title, args.format, args.digits), args.out)
+        if args.figure is not None:
+            for path in plot_pareto(found_points, title, args.figure):
+                print(f"analysis: wrote {path}", file=sys.stderr)
         return
     if args.command == "leaderboard":
         _write(render(tables, args.format, args.digits), args.out)

@@ -29,6 +29,7 @@ from analysis.schema import (
 )
 from analysis.wandb_offline import offline_records
 from analysis.wandb_source import wandb_records
+from benchmarks.bundles import BundleError, is_bundle, open_bundle
 
 WANDB_PREFIX = "wandb:"
 WANDB_OFFLINE_PREFIX = "wandb-offline:"
@@ -51,6 +52,12 @@ def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> 
         records = wandb_records(source[len(WANDB_PREFIX) :], group, tags)
     elif source.startswith(WANDB_OFFLINE_PREFIX):
         records = offline_records(Path(source[len(WANDB_OFFLINE_PREFIX) :]), group, list(tags))
+    elif is_bundle(source):
+        try:
+            folder = open_bundle(Path(source))
+        except BundleError as err:
+            raise AnalysisError(str(err)) from None
+        records = local_records(folder / "records")
     else:
         if group or tags:
             raise AnalysisError(
@@ -109,6 +116,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     selection = record.get("selection") or {}
     cost = selection.get("score_cost") or {}
     metrics = record.get("metrics") or {}
+    compute = record.get("compute") or {}
     protocol = protocol_config(config)
     variant = variant_config(config, cell)
     return {
@@ -127,6 +135,12 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "removed": selection.get("fraction_removed"),
         **{key: metrics.get(key) for key in METRIC_KEYS},
         "train_seconds": (record.get("timings") or {}).get("train"),
+        # the cell's compute in example-passes of the trained network (benchmarks.compute)
+        "compute": compute.get("total"),
+        "compute_score": compute.get("score"),
+        "compute_train": compute.get("train"),
+        "compute_seconds": compute.get("wall_seconds"),
+        "dynamic": "dynamic" in selection,
         "protocol": short_hash(protocol),
         "variant": short_hash(variant),
         "protocol_config": canonical(protocol),

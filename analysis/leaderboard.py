@@ -67,6 +67,11 @@ class Row:
     # fixed proxy seed for every cell), None (no proxy training)
     scores_drawn: str | None = None
     removed: dict[float, float] = field(default_factory=dict)
+    # mean total compute (example-passes, benchmarks.compute) and its wall seconds per
+    # fraction, where the records state them
+    compute: dict[float, float] = field(default_factory=dict)
+    compute_seconds: dict[float, float] = field(default_factory=dict)
+    dynamic: bool = False
     cells: dict[float, Summary] = field(default_factory=dict)
     deltas: dict[float, Difference] = field(default_factory=dict)
     best: set[float] = field(default_factory=set)
@@ -190,6 +195,8 @@ def _rows(runs: pd.DataFrame, metric: Metric) -> list[Row]:
             )
         score_epochs = same["score_epoch"].dropna().unique()
         removed = same.dropna(subset=["removed"]).groupby("fraction")["removed"].mean()
+        compute = _means(same, "compute")
+        seconds = _means(same, "compute_seconds")
         rows.append(
             Row(
                 name=names[(str(label), str(variant))],
@@ -202,6 +209,9 @@ def _rows(runs: pd.DataFrame, metric: Metric) -> list[Row]:
                 score_seconds=float(same["score_seconds"].mean()),
                 scores_drawn=scores_drawn(same),
                 removed={round(float(f), 6): float(r) for f, r in removed.items()},
+                compute=compute,
+                compute_seconds=seconds,
+                dynamic=bool(same["dynamic"].any()),
             )
         )
     return sorted(rows, key=lambda r: (r.method_name != BASELINE, r.name))
@@ -215,6 +225,14 @@ def scores_drawn(runs: pd.DataFrame) -> str | None:
         return None
     kinds = {"per seed" if s == CELL_SEED else "shared" for s in seeds}
     return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _means(runs: pd.DataFrame, column: str) -> dict[float, float]:
+    """Mean of `column` per fraction, over the runs that state it."""
+    if column not in runs:
+        return {}
+    found = runs.dropna(subset=[column]).groupby("fraction")[column].mean()
+    return {round(float(f), 6): float(v) for f, v in found.items()}
 
 
 def _mark_best(rows: list[Row], metric: Metric, digits: int) -> None:

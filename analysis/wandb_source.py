@@ -65,4 +65,6 @@ def run_record(
     }
     if "selection" in summary:
         record["selection"] = dict(summary["selection"])
+    if "compute" in summary:
+        record["compute"] = dict(summary["compute"])
     return record

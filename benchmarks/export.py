@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.atomic import atomic_write
 from benchmarks.errors import ConfigError
 from benchmarks.results import write_json_atomic
 
 FORMATS = (".csv", ".npy")
+
+
+def export_method_scores(cfg: DictConfig, out: Path) -> tuple[Path, str]:
+    """Compute (or read from the cache) the scores of `cfg`'s method on its data and export
+    them to `out`; return the file and a one-line summary. What score.py runs, and what a
+    bundle holds for each static method that ran."""
+    from benchmarks.pipeline import method_from_config, prepare, resolve_device
+
+    method, label = method_from_config(cfg.method)
+    start = time.perf_counter()
+    prep = prepare(cfg, resolve_device(str(cfg.device)))
+    method = method.resolve(prep.ctx)
+    method.check(prep.ctx)
+    runs = method.score_runs(prep.ctx)
+    meta = {
+        "method": label,
+        "method_name": method.name,
+        "options": method.options(),
+        "direction": method.direction,
+        "data": prep.data_summary(),
+        "score_cost": prep.ctx.cost.as_record(),
+        "seconds": time.perf_counter() - start,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    path = export_scores(out, prep.origin, prep.ctx.labels, runs, meta)
+    summary = (
+        f"{method.name} scores of {runs.shape[1]} examples ({runs.shape[0]} runs, "
+        f"{prep.ctx.cost.trainings_run} proxy trainings run now) -> {path}"
+    )
+    return path, summary
 
 
 def export_scores(

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from benchmarks import compute
 from benchmarks.errors import ConfigError
 from benchmarks.library_models import check_timm, check_torchvision, timm_body, torchvision_body
 from benchmarks.options import check_option_types
@@ -35,7 +36,13 @@ LIBRARY_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
 
 
 class Classifier(nn.Module):
-    """Normalisation + feature extractor + linear head."""
+    """Normalisation + feature extractor + linear head.
+
+    A classifier built by `build_model` has a `network` identity and counts the examples
+    that go through it (`benchmarks.compute`); one built directly counts nothing.
+    """
+
+    network: str | None = None
 
     def __init__(
         self,
@@ -60,7 +67,10 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate representation [B, feature_dim] of raw images."""
-        return self.body(self.normalize(x))
+        h = self.body(self.normalize(x))
+        if self.network is not None:
+            compute.count_forward(self.network, int(x.shape[0]), h)
+        return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -82,7 +92,11 @@ def build_model(
     options = dict(options or {})
     check_model(name, options)
     body, feature_dim = MODELS.get(name)(in_channels, image_size, **options)
-    return Classifier(body, feature_dim, num_classes, mean, std)
+    model = Classifier(body, feature_dim, num_classes, mean, std)
+    network = compute.network_id(name, options, in_channels, image_size, num_classes)
+    compute.measure_flops(network, model, torch.zeros(1, in_channels, *image_size))
+    model.network = network
+    return model
 
 
 def check_model(name: str, options: Mapping[str, Any]) -> None:

@@ -6,6 +6,7 @@ knows which method chose its subset.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -16,10 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache, content_key
+from benchmarks.compute import COUNT, UNIT, Tally, snapshot
 from benchmarks.config_schema import validate
 from benchmarks.data import DataSet, load_dataset, stratified_split
 from benchmarks.data.placement import choose_storage
@@ -52,7 +55,7 @@ from benchmarks.train import (
 )
 from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
-from methods.core.base import PruningMethod, ScoreContext
+from methods.core.base import PruningMethod, ScoreContext, ScoreCost
 from methods.core.ccs import ccs_cut_scores
 from methods.core.proxy_method import epoch_at
 from methods.core.select import PruneSpec, ccs_beta_for, kept_count
@@ -144,12 +147,14 @@ def prune_spec(cfg: Mapping[str, Any]) -> PruneSpec:
 
 
 def method_from_config(cfg: DictConfig) -> tuple[PruningMethod, str]:
-    """The configured method and its leaderboard label (its name unless `label` is set)."""
+    """The configured method and its leaderboard label (`label`, else the method's own: its
+    name, or the name of the file a subset comes from)."""
     options = OmegaConf.to_container(cfg, resolve=True)
     name = str(options.pop("name"))
-    label = options.pop("label", None) or name
+    label = options.pop("label", None)
     options.pop("train_budget", None)  # the method's protocol default for train.budget
-    return get_method(name, options), str(label)
+    method = get_method(name, options)
+    return method, str(label or method.row_label())
 
 
 def shared_score_epoch(cfg: DictConfig) -> int:
@@ -271,7 +276,9 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     logger = make_logger(cfg.get("logger"))
     check_model(str(cfg.model.name), model_options(cfg.model))
     device = resolve_device(str(cfg.get("device", "auto")))
-    key = run_key(OmegaConf.to_container(cfg, resolve=True), prunes=method.prunes)
+    key = run_key(
+        OmegaConf.to_container(cfg, resolve=True), prunes=method.prunes and method.selects
+    )
     results_dir = Path(str(cfg.results.dir)).expanduser()
     done = _completed(results_dir, key, cfg.run)
     if done is not None:
@@ -308,6 +315,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
             "epochs": settings.epochs,
         },
         "config": OmegaConf.to_container(cfg, resolve=True),
+        **command_overrides(),
         "started_at": started_at,
         "env": environment(device),
     }
@@ -343,6 +351,14 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     return record
 
 
+def command_overrides() -> dict[str, list[str]]:
+    """The command line's overrides of a run started by Hydra (`python run.py ...`), for a
+    bundle's list of commands; {} for a run started from Python."""
+    if not HydraConfig.initialized():
+        return {}
+    return {"overrides": list(HydraConfig.get().overrides.task)}
+
+
 def weights_summary(weights: LossWeights | None) -> dict[str, Any]:
     """What the record says about the subset's loss weights; the weights themselves are in
     the kept-subset sidecar (`weights`, aligned with its sorted `indices`)."""
@@ -353,6 +369,23 @@ def weights_summary(weights: LossWeights | None) -> dict[str, Any]:
         "weights_batch_normalised": weights.batch_normalise,
         "weights_batch_mean_scale": weights.batch_mean_scale,
         "weights_sum": float(weights.values.double().sum()),
+    }
+
+
+def cell_compute(score: ScoreCost, train: Tally, evaluation: Tally, network: str) -> dict[str, Any]:
+    """The cell's total compute in example-passes of the trained network: the scores' (their
+    proxy trainings included, whichever job ran them) and the training's; the evaluations
+    are stated beside it, not in it (they measure the result, whatever the method)."""
+    counts = {"score": score.passes, "train": train, "eval": evaluation}
+    for tally in counts.values():
+        tally.flops.setdefault(network, COUNT.flops[network])
+    units = {stage: tally.units(network) for stage, tally in counts.items()}
+    return {
+        "unit": UNIT,
+        "network": network,
+        "total": units["score"] + units["train"],
+        **units,
+        "passes": {stage: tally.as_record() for stage, tally in counts.items()},
     }
 
 
@@ -399,6 +432,11 @@ def _execute(
     ctx = prep.ctx
     ctx.prune = spec  # greedy orders stop where this selection reads no further
     method.check(ctx)
+    fixed = method.removed_fraction(ctx)
+    if fixed is not None:
+        spec = dataclasses.replace(spec, fraction=fixed)
+        ctx.prune = spec
+        record["cell"]["fraction"] = fixed
     record["data"] = prep.data_summary()
     method = method.resolve(ctx)
     static = method.prunes and not method.dynamic
@@ -433,19 +471,23 @@ def _execute(
         )
     model = prepare_model(ctx.build_model(None, derive_seed(seed, "init")), device, settings)
     kept_source = ctx.source.subset(torch.from_numpy(kept))
+    eval_passes = Tally()
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        nonlocal eval_passes
+        before = snapshot()
         with timer.stage("eval"):
             acc, loss = evaluate_split(m, prep.test, settings.eval_batch_size, settings.amp)
             out = {"test_acc": acc, "test_loss": loss}
             if prep.val.n:
                 acc, loss = evaluate_split(m, prep.val, settings.eval_batch_size, settings.amp)
                 out.update(val_acc=acc, val_loss=loss)
+        eval_passes = eval_passes + (snapshot() - before)
         return out
 
     nominal = kept_count(ctx.n, spec.fraction) if method.dynamic else kept.size
     total_steps = budget_steps(nominal, ctx.n, settings)
-    train_start = dict(timer.seconds)
+    train_start, train_passes = dict(timer.seconds), snapshot()
     with timer.stage("train"):
         logs = train(
             model,
@@ -467,9 +509,15 @@ def _execute(
         record["data"]["storage"].update(
             examples_read=decoder.examples_read, bytes_read=decoder.bytes_read
         )
+    record["compute"] = cell_compute(
+        ctx.cost, (snapshot() - train_passes) - eval_passes, eval_passes, model.network
+    )
+    record["compute"]["wall_seconds"] = ctx.cost.seconds + timer.seconds["train"]
     if sampler is not None:
         record["selection"]["dynamic"] = {
             "passes": sampler.passes,
+            # the share of the last pass the step budget did not reach
+            "unfinished": sampler.unfinished,
             "seen_fraction": sampler.seen_fraction(),
         }
         record["selection"]["fraction_removed"] = 1.0 - sampler.seen_fraction()

@@ -143,8 +143,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "device": str(device),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **git_state(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm_array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
@@ -156,6 +155,14 @@ def environment(device: torch.device) -> dict[str, Any]:
     else:
         env["cpu_threads"] = torch.get_num_threads()
     return env
+
+
+def git_state() -> dict[str, Any]:
+    """The project's commit and whether tracked files differ from it."""
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def _git(*args: str) -> str | None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import compute
 from benchmarks.atomic import atomic_write
 from benchmarks.data.source import ExampleSource
 from benchmarks.errors import ConfigError, RunDiverged
@@ -373,6 +374,9 @@ def train(
                 loss = weighted_batch_loss(losses, batch_weights, normalise, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.compile and getattr(model, "network", None):
+                # a compiled forward does not run the network's own counting
+                compute.COUNT.add(model.network, forward=len(idx), backward=len(idx))
             optimizer.step()
             state.accumulate(losses.detach().mean(), logits.detach(), targets)
             state.step = step + 1
@@ -505,10 +509,14 @@ class _DynamicPlan:
         while (pass_no < settings.epochs) if by_passes else (step < total_steps):
             if order is None:
                 gen = torch.Generator().manual_seed(derive_seed(self.order_seed, "pass", pass_no))
+                if not by_passes:
+                    self.sampler.plan_budget(total_steps - step, settings.batch_size)
                 order = self.sampler.pass_indices(pass_no, settings.epochs, gen)
             batches = order.to(self.device).split(settings.batch_size)
             for position in range(first, len(batches)):
                 if not by_passes and step >= total_steps:
+                    done = min(order.numel(), position * settings.batch_size)
+                    self.sampler.stop_early(order.numel(), done)
                     return
                 last = position == len(batches) - 1
                 if by_passes:
@@ -551,6 +559,11 @@ class PassSampler(ABC):
         self.presented = 0
         self.passes = 0
         self.counts = torch.zeros(n, dtype=torch.long)
+        # the share of the last pass the run did not reach (its step budget ran out inside it)
+        self.unfinished = 0.0
+        # steps left when the pass in progress began, and the batch size (budget iterations)
+        self.steps_left: int | None = None
+        self.batch_size = 0
 
     def count(self, idx: torch.Tensor) -> None:
         """Record that the examples `idx` were presented once more (per-example counts)."""
@@ -571,13 +584,26 @@ class PassSampler(ABC):
     def loss_weights(self, idx: torch.Tensor) -> torch.Tensor:
         return torch.ones(idx.shape, device=idx.device)
 
+    def plan_budget(self, steps_left: int, batch_size: int) -> None:
+        """Under a step budget, the steps left as the next pass begins (a sampler that aims
+        at a share of the run's presentations plans with them)."""
+        self.steps_left, self.batch_size = steps_left, batch_size
+
+    def stop_early(self, chosen: int, presented: int) -> None:
+        """The step budget ran out after `presented` of the last pass's `chosen` examples: that
+        pass counts for the share of it that was done."""
+        self.presented -= chosen - presented
+        self.unfinished = 1.0 - presented / chosen
+
     @abstractmethod
     def observe(self, idx: torch.Tensor, losses: torch.Tensor) -> None:
         """Per-example training losses of a batch (before the update)."""
 
     def seen_fraction(self) -> float:
-        """Mean fraction of the training set presented per pass."""
-        return self.presented / max(1, self.passes * self.n)
+        """Mean fraction of the training set presented per pass (a pass cut short by the
+        step budget weighs the share of it that was done)."""
+        passes = self.passes - self.unfinished
+        return self.presented / (passes * self.n) if passes > 0 else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """What the sampler carries from pass to pass, for a checkpoint: all its attributes

@@ -97,7 +97,10 @@ def run_summary(record: Mapping[str, Any]) -> dict[str, Any]:
             "score_cost": dict(sel["score_cost"]),
             # the resolved options: the epoch a score was taken at when it follows the schedule
             "method_options": dict(sel.get("method_options") or {}),
+            **({"dynamic": dict(sel["dynamic"])} if "dynamic" in sel else {}),
         }
+    if "compute" in record:
+        summary["compute"] = {k: v for k, v in record["compute"].items() if k != "passes"}
     if "data" in record:
         data = record["data"]
         summary["data"] = {

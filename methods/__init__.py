@@ -33,6 +33,7 @@ from methods import (  # noqa: F401  (registration side effect)
     random,
     rs2,
     submodular,
+    subset,
     tdds,
     vog,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,13 @@ from torch import nn
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from methods.core.base import ScoreContext
-from methods.core.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
+from methods.core.dynamics import (
+    OwnWork,
+    derived_sufficient,
+    proxy_material,
+    proxy_network,
+    restate_cost,
+)
 from methods.core.proxy_method import ProxyMethod
 from methods.core.registry import register
 
@@ -152,10 +157,10 @@ class DeepFool(ProxyMethod):
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             model, cost = proxy_network(ctx, proxy, run, epoch)
-            start = time.perf_counter()
+            work = OwnWork()
             images = (x for _, x, _ in ctx.eval_batches())
             norms = deepfool_scores(model, images, self.max_iter, self.overshoot, self.batch_size)
-            meta = {**cost, "seconds": time.perf_counter() - start}
+            meta = {**cost, **work.meta()}
             return {"deepfool": norms}, meta
 
         material = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,13 @@ import torch
 
 from benchmarks.errors import ConfigError
 from methods.core.base import ScoreContext
-from methods.core.dynamics import derived_sufficient, proxy_material, proxy_network, restate_cost
+from methods.core.dynamics import (
+    OwnWork,
+    derived_sufficient,
+    proxy_material,
+    proxy_network,
+    restate_cost,
+)
 from methods.core.grad_norms import per_example_grad_norms
 from methods.core.proxy_method import ProxyMethod
 from methods.core.registry import register
@@ -74,7 +79,7 @@ class GraNd(ProxyMethod):
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             model, cost = proxy_network(ctx, proxy, run, self.epoch)
-            start = time.perf_counter()
+            work = OwnWork()
             norms = torch.cat(
                 [
                     per_example_grad_norms(
@@ -83,7 +88,7 @@ class GraNd(ProxyMethod):
                     for _, x, y in ctx.eval_batches()
                 ]
             )
-            meta = {**cost, "seconds": time.perf_counter() - start}
+            meta = {**cost, **work.meta()}
             return {"grand": norms.double().cpu().numpy()}, meta
 
         material = {**proxy_material(ctx, proxy, run), "epoch": self.epoch, "params": self.params}

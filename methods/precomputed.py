@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.bundles import resolve_input
 from benchmarks.errors import ConfigError
 from methods.core.base import PruningMethod, ScoreContext
 from methods.core.registry import register
@@ -73,7 +74,7 @@ def read_score_file(path: str | None, column: str) -> ScoreFile:
     """The file's scores by original index; its own problems (not the run's) raise here."""
     if not path:
         raise ConfigError("method=precomputed needs method.path=FILE (.npy, .pt or .csv)")
-    file = Path(path).expanduser()
+    file = Path(resolve_input(path)).expanduser()
     if file.suffix not in SUFFIXES:
         raise ConfigError(f"method.path={path}: the file must end in {', '.join(SUFFIXES)}")
     if not file.is_file():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 
 from methods.core.base import ScoreContext
 from methods.core.dynamics import (
+    OwnWork,
     derived_sufficient,
     proxy_key,
     proxy_material,
@@ -113,8 +113,8 @@ class VoG(ProxyMethod):
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             epochs = tuple(range(1, end + 1))
-            recorded, _, files = recorded_run(ctx, proxy, run, end, weights_at=epochs)
-            start = time.perf_counter()
+            recorded, recording, files = recorded_run(ctx, proxy, run, end, weights_at=epochs)
+            work = OwnWork()
             moments = GradientMoments()
             for epoch in epochs:
                 model = ctx.build_model(proxy.model, 0)
@@ -133,7 +133,8 @@ class VoG(ProxyMethod):
                 "proxy": proxy_key(ctx, proxy, run),
                 "proxy_epoch": end,
                 "proxy_seconds": float(recorded["seconds"][row]),
-                "seconds": time.perf_counter() - start,
+                "proxy_passes": recording["passes"][str(end)],
+                **work.meta(),
             }
             return {"vog": moments.vog().cpu().numpy()}, meta
 

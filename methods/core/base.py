@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
+from benchmarks.compute import Tally
 from benchmarks.data.source import EvalBatch, ExampleSource, NotInMemory, TensorSource
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
@@ -38,9 +39,11 @@ class ScoreCost:
     the cache holds beyond it and whichever job computed it: for each proxy run they
     read, the epochs up to the latest one read and the seconds those epochs took to
     train (a run read only at initialisation is no training), plus the seconds of the
-    scores' own passes (GraNd's gradients, feature extraction). `trainings_run` counts
-    the proxy trainings this job started from initialisation and `epochs_run` the proxy
-    epochs it trained, extensions of a stored training included (0 when all was cached).
+    scores' own passes (GraNd's gradients, feature extraction). `passes` counts the same
+    work in example-passes per network (`benchmarks.compute`), the proxy trainings'
+    recorded passes up to the epochs read included. `trainings_run` counts the proxy
+    trainings this job started from initialisation and `epochs_run` the proxy epochs it
+    trained, extensions of a stored training included (0 when all was cached).
     """
 
     proxy_epochs: float = 0.0
@@ -48,26 +51,33 @@ class ScoreCost:
     seconds: float = 0.0
     trainings_run: int = 0
     epochs_run: int = 0
-    _read: dict[str, tuple[int, float]] = field(default_factory=dict, repr=False)
+    passes: Tally = field(default_factory=Tally)
+    _read: dict[str, tuple[int, float, Tally]] = field(default_factory=dict, repr=False)
 
-    def need(self, proxy_run: str, epoch: int, seconds: float) -> None:
-        """The scores read proxy run `proxy_run` (cache key) at `epoch`, trained in `seconds`."""
-        before, before_seconds = self._read.get(proxy_run, (0, 0.0))
+    def need(self, proxy_run: str, epoch: int, seconds: float, passes: Tally) -> None:
+        """The scores read proxy run `proxy_run` (cache key) at `epoch`, trained in `seconds`
+        and `passes` (both counted from its initialisation)."""
+        before, before_seconds, before_passes = self._read.get(proxy_run, (0, 0.0, Tally()))
         if epoch <= before:
             return
-        self._read[proxy_run] = (epoch, seconds)
+        self._read[proxy_run] = (epoch, seconds, passes)
         self.proxy_epochs += epoch - before
         self.proxy_trainings += int(before == 0)
         self.seconds += seconds - before_seconds
+        self.passes = self.passes + (passes - before_passes)
 
     def add_artifact(self, meta: dict[str, Any]) -> None:
-        """The cost stated by an artifact of a method that trains its own proxy networks."""
+        """The cost stated by an artifact of a method that trains its own proxy networks (or
+        by a file of scores or a subset computed elsewhere)."""
         self.proxy_epochs += float(meta.get("proxy_epochs", 0.0))
         self.proxy_trainings += int(meta.get("proxy_trainings", 0))
         self.seconds += float(meta.get("seconds", 0.0))
+        self.passes = self.passes + Tally.from_record(meta.get("passes"))
 
     def as_record(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        out = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        out["passes"] = self.passes.as_record()
+        return out
 
 
 @dataclass
@@ -222,6 +232,9 @@ class PruningMethod(ABC):
     cost: ClassVar[str] = ""
     prunes: ClassVar[bool] = True
     dynamic: ClassVar[bool] = False
+    # False: `prune.*` does not choose the subset (a subset read from a file): it is left
+    # out of the run key, and `removed_fraction` states the fraction
+    selects: ClassVar[bool] = True
 
     @abstractmethod
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
@@ -242,6 +255,14 @@ class PruningMethod(ABC):
         A weighted coreset (CRAIG, GradMatch) returns one weight per kept example, in the
         order of `kept`; the trainer then weights each example's loss by it.
         """
+        return None
+
+    def row_label(self) -> str:
+        """The leaderboard row's name when `method.label` is not set."""
+        return self.name
+
+    def removed_fraction(self, ctx: ScoreContext) -> float | None:
+        """The removed fraction, for a method that fixes it itself (else None: prune.fraction)."""
         return None
 
     def check_schedule(self, train_cfg: Mapping[str, Any]) -> None:  # noqa: B027 (a hook)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from benchmarks.atomic import atomic_write
 from benchmarks.cache import content_key, read_artifact
+from benchmarks.compute import Tally, snapshot
 from benchmarks.data.source import ExampleSource
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
@@ -163,8 +164,10 @@ class DynamicsRecorder:
         self.train_el2n_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.epochs: dict[int, dict[str, torch.Tensor]] = {}
         self.seconds: dict[int, float] = {}
+        self.passes: dict[int, Tally] = {}
         self.previous_logits: torch.Tensor | None = None
         self.clock = time.perf_counter()
+        self.passes_before, self.passes_start = Tally(), snapshot()
 
     def on_batch(self, step: int, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         correct = logits.argmax(dim=1) == y
@@ -189,6 +192,7 @@ class DynamicsRecorder:
         summaries["train_el2n_cum"] = self.train_el2n_sum.clone()
         self.epochs[epoch] = summaries
         self.seconds[epoch] = time.perf_counter() - self.clock
+        self.passes[epoch] = self.passes_before + (snapshot() - self.passes_start)
         self.previous_logits = logits
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -200,7 +204,13 @@ class DynamicsRecorder:
             out[name] = getattr(self, name).cpu().numpy()
         return out
 
-    def restore(self, arrays: Mapping[str, np.ndarray], model: torch.nn.Module) -> None:
+    def passes_record(self) -> dict[str, Any]:
+        """Example-passes of the training and its recording up to each epoch (by epoch)."""
+        return {str(epoch): tally.as_record() for epoch, tally in sorted(self.passes.items())}
+
+    def restore(
+        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], model: torch.nn.Module
+    ) -> None:
         """Continue from a stored recording whose training stopped where `model` is now."""
         device = self.y.device
         for name in COUNTERS:
@@ -211,7 +221,10 @@ class DynamicsRecorder:
             }
             self.seconds[epoch] = float(arrays["seconds"][row])
         self.clock = time.perf_counter() - self.seconds[max(self.epochs)]
+        self.passes = {int(e): Tally.from_record(t) for e, t in meta["passes"].items()}
         self.previous_logits = self.logits(model)
+        # the pass above only resumes the recording: the uninterrupted run does not make it
+        self.passes_before, self.passes_start = self.passes[max(self.epochs)], snapshot()
 
 
 COUNTERS = (
@@ -223,9 +236,9 @@ COUNTERS = (
     "prob_margin_sum",
     "train_el2n_sum",
 )
-# recordings written before the recorder kept its resume state and timings (2), or CCS's AUM
-# and EL2N sums (3), are redone
-RECORDER_VERSION = 3
+# recordings written before the recorder kept its resume state and timings (2), CCS's AUM
+# and EL2N sums (3), or its example-passes (4) are redone
+RECORDER_VERSION = 4
 
 
 def train_proxy(
@@ -346,7 +359,12 @@ def recorded_run(
 
     arrays, meta = ctx.store.load_or_compute("dynamics", material, compute, sufficient)
     (row,) = np.flatnonzero(arrays["epochs"] == stop_epoch)
-    ctx.cost.need(content_key(material), stop_epoch, float(arrays["seconds"][row]))
+    ctx.cost.need(
+        content_key(material),
+        stop_epoch,
+        float(arrays["seconds"][row]),
+        Tally.from_record(meta["passes"][str(stop_epoch)]),
+    )
     return arrays, meta, files
 
 
@@ -368,7 +386,7 @@ def _record(
         stored = ctx.build_model(proxy.model, 0)
         state = torch.load(files.state, map_location=ctx.device, weights_only=False)
         stored.load_state_dict(state["model"])
-        recorder.restore(previous[0], stored)
+        recorder.restore(previous[0], previous[1], stored)
     else:
         files.state.unlink(missing_ok=True)
 
@@ -389,6 +407,7 @@ def _record(
         "stop_epoch": stop_epoch,
         "weights_epochs": sorted(kept),
         "summaries": list(RECORDED_SUMMARIES),
+        "passes": recorder.passes_record(),
     }
     return recorder.arrays(), meta
 
@@ -402,28 +421,55 @@ def proxy_network(
     ctx: ScoreContext, proxy: Proxy, run: int, epoch: int
 ) -> tuple[Classifier, dict[str, Any]]:
     """The network of proxy run `run` after `epoch` epochs (eval mode), the recorded training's,
-    and what it cost: the proxy run's key, the epoch and the seconds its training took to
-    get there, for scores cached without the recording (GraNd, features) to restate."""
+    and what it cost: the proxy run's key, the epoch, and the seconds and example-passes its
+    training took to get there, for scores cached without the recording (GraNd, features)
+    to restate."""
     model = ctx.build_model(proxy.model, derive_seed(proxy.run_seed(run), "init"))
-    seconds = 0.0
+    seconds, passes = 0.0, {}
     if epoch > 0:
-        arrays, _, files = recorded_run(ctx, proxy, run, epoch, weights_at=(epoch,))
+        arrays, meta, files = recorded_run(ctx, proxy, run, epoch, weights_at=(epoch,))
         model.load_state_dict(torch.load(files.weights(epoch), map_location=ctx.device))
         seconds = float(arrays["seconds"][np.flatnonzero(arrays["epochs"] == epoch)[0]])
-    cost = {"proxy": proxy_key(ctx, proxy, run), "proxy_epoch": epoch, "proxy_seconds": seconds}
+        passes = meta["passes"][str(epoch)]
+    cost = {
+        "proxy": proxy_key(ctx, proxy, run),
+        "proxy_epoch": epoch,
+        "proxy_seconds": seconds,
+        "proxy_passes": passes,
+    }
     return model.eval(), cost
 
 
 def derived_sufficient(meta: Mapping[str, Any]) -> bool:
-    """A score artifact derived from a proxy network states that network's cost (older ones
-    trained their own network and are recomputed from the recorded training's)."""
-    return "proxy" in meta
+    """A score artifact derived from a proxy network states that network's cost in seconds
+    and example-passes (older ones are recomputed from the recorded training's)."""
+    return "proxy" in meta and "passes" in meta and "proxy_passes" in meta
+
+
+class OwnWork:
+    """The seconds and example-passes of a score's own passes over the data (GraNd's
+    gradients, feature extraction), from its creation to `meta()`."""
+
+    def __init__(self) -> None:
+        self.clock, self.passes = time.perf_counter(), snapshot()
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "seconds": time.perf_counter() - self.clock,
+            "passes": (snapshot() - self.passes).as_record(),
+        }
 
 
 def restate_cost(ctx: ScoreContext, meta: Mapping[str, Any]) -> None:
     """Add to the context's cost what a score derived from a proxy network needed."""
-    ctx.cost.need(meta["proxy"], int(meta["proxy_epoch"]), float(meta["proxy_seconds"]))
+    ctx.cost.need(
+        meta["proxy"],
+        int(meta["proxy_epoch"]),
+        float(meta["proxy_seconds"]),
+        Tally.from_record(meta["proxy_passes"]),
+    )
     ctx.cost.seconds += float(meta["seconds"])
+    ctx.cost.passes = ctx.cost.passes + Tally.from_record(meta["passes"])
 
 
 def at_epoch(arrays: Mapping[str, np.ndarray], name: str, epoch: int) -> np.ndarray:

@@ -8,7 +8,6 @@ cached as an artifact like the training dynamics.
 from __future__ import annotations
 
 import math
-import time
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from benchmarks.errors import ConfigError
 from benchmarks.seeding import derive_seed
 from methods.core.base import ScoreContext
 from methods.core.dynamics import (
+    OwnWork,
     Proxy,
     derived_sufficient,
     proxy_material,
@@ -58,7 +58,7 @@ def proxy_outputs(
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         model, cost = proxy_network(ctx, proxy, run, epoch)
-        start = time.perf_counter()
+        work = OwnWork()
         batch_size = ctx.proxy_settings(proxy.epochs).eval_batch_size
         arrays = {}
         for prefix, source in splits.items():
@@ -71,7 +71,7 @@ def proxy_outputs(
                         logits.append(model.head(h).float().cpu())
             arrays[f"{prefix}features"] = torch.cat(features).numpy()
             arrays[f"{prefix}logits"] = torch.cat(logits).numpy()
-        meta = {**cost, "seconds": time.perf_counter() - start, "outputs": list(OUTPUTS)}
+        meta = {**cost, **work.meta(), "outputs": list(OUTPUTS)}
         return arrays, meta
 
     def sufficient(meta: dict[str, Any]) -> bool:
