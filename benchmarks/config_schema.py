@@ -40,6 +40,8 @@ class StreamConfig:
     # fixed: the in-memory decode, then data.augment; crop: RandomResizedCrop + flip for
     # training, Resize + CenterCrop for evaluation (the ImageNet papers' protocol)
     transform: str = "fixed"
+    # cpu: decoded by worker processes; cuda: torchvision.io.decode_jpeg on the run's GPU
+    decode: str = "cpu"
     # decoding processes (null: the usable cores less one; 0: in the training process)
     workers: int | None = None
     # training batches decoded ahead of the one being trained on

@@ -40,7 +40,7 @@ DATA_LOCATION_KEYS = (
 )
 # What of data.stream changes the images trained on, with its default (the rest is speed):
 # at its defaults a streamed cell is the in-memory cell and has its key.
-STREAM_RESULT_DEFAULTS = {"transform": "fixed", "reencode_short_side": None}
+STREAM_RESULT_DEFAULTS = {"transform": "fixed", "decode": "cpu", "reencode_short_side": None}
 # How fast the same training runs, not what it computes: a compiled rerun is the same cell.
 SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
 PROJECT_DIR = Path(__file__).resolve().parent.parent

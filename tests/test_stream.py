@@ -293,3 +293,23 @@ def test_bad_storage_settings_are_named(tree):
         prepare(compose_cfg(tree, "data.stream.transform=random"), torch.device("cpu"))
     with pytest.raises(ConfigError, match="data.name=digits"):
         load_streamed({"name": "digits", "storage": "stream"}, torch.device("cpu"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_decode_gives_the_cpu_crops_up_to_the_resampling_kernel(tree):
+    """The same crop boxes and flips as the CPU workers; pixels within a few levels."""
+    cuda = torch.device("cuda")
+    views = {}
+    for decode in ("cpu", "cuda"):
+        cfg = compose_cfg(tree, "data.stream.transform=crop", f"data.stream.decode={decode}")
+        source = load_streamed(cfg.data, cuda).train
+        source.augment = type(source.augment)()  # the crops alone
+        idx = torch.arange(source.n, device=cuda)
+        views[decode] = (
+            source.train_batch(idx, seed=3).float(),
+            torch.cat([x for _, x, _ in source.eval_batches(7)]).float(),
+        )
+    for cpu, gpu in zip(views["cpu"], views["cuda"], strict=True):
+        assert cpu.shape == gpu.shape
+        assert (cpu - gpu).abs().mean() < 4.0  # of 255: decoder and resampling kernel only

@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.augment import Augment
 from benchmarks.cache import content_key
+from benchmarks.data import gpu_decode
 from benchmarks.data.decode import usable_cores
 from benchmarks.data.imagenet import IMAGENET_SPLITS, centre_crop, imagenet_files, imagenet_folders
 from benchmarks.data.loading import Source
@@ -33,6 +34,7 @@ from benchmarks.errors import ConfigError
 
 T = TypeVar("T")
 STREAMABLE = ("imagenet",)
+DECODERS = ("cpu", "cuda")
 EVAL_BLOCK = 256
 
 
@@ -41,6 +43,7 @@ class StreamOptions:
     """data.stream: how a streamed data set is packed, decoded and read ahead."""
 
     transform: str = "fixed"
+    decode: str = "cpu"
     workers: int | None = None
     prefetch: int = 4
     reencode_short_side: int | None = None
@@ -54,6 +57,11 @@ class StreamOptions:
                 f"data.stream.transform={options.transform!r} is not allowed; use fixed (the "
                 "in-memory decode, then data.augment) or crop (RandomResizedCrop + flip for "
                 "training, Resize + CenterCrop for evaluation)"
+            )
+        if options.decode not in DECODERS:
+            raise ConfigError(
+                f"data.stream.decode={options.decode!r} is not allowed; use cpu (worker "
+                "processes) or cuda (torchvision.io.decode_jpeg on the run's GPU)"
             )
         if options.workers is not None and options.workers < 0:
             raise ConfigError(f"data.stream.workers={options.workers} must be >= 0 or null")
@@ -93,6 +101,11 @@ class Decoder:
     def _chunks(self, ids: np.ndarray) -> list[np.ndarray]:
         parts = max(1, min(self.workers, ids.size))
         return [c for c in np.array_split(ids, parts) if c.size]
+
+    def read(self, split: str, ids: np.ndarray) -> list[bytes]:
+        """The examples' encoded bytes, read here (for decoding on the GPU)."""
+        self._count(split, ids)
+        return list(self.store.read_many(split, ids))
 
     def _count(self, split: str, ids: np.ndarray) -> None:
         self.examples_read += int(ids.size)
@@ -189,10 +202,16 @@ class StreamSource(ExampleSource):
         return self.decoder.train(self.split, self._ids(idx), transform, r, seed)
 
     def train_batch(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
-        ready = self._ready.pop(seed, None)
-        get = ready[1] if ready is not None and torch.equal(ready[0], idx) else None
-        pixels = (get or self._start(idx, seed))()
-        inputs = torch.from_numpy(pixels).to(self.device)
+        if self.options.decode == "cuda":
+            datas = self.decoder.read(self.split, self._ids(idx))
+            inputs = gpu_decode.train_views(
+                datas, self.options.transform, self.resolution, seed, self.device
+            )
+        else:
+            ready = self._ready.pop(seed, None)
+            get = ready[1] if ready is not None and torch.equal(ready[0], idx) else None
+            pixels = (get or self._start(idx, seed))()
+            inputs = torch.from_numpy(pixels).to(self.device)
         if self.augment.active:
             gen = torch.Generator(device=self.device).manual_seed(seed)
             inputs = self.augment(inputs, gen)
@@ -210,7 +229,7 @@ class StreamSource(ExampleSource):
         dynamic sampler draws its next pass from the losses of this one.
         """
         depth = self.options.prefetch if read_ahead and step_seed is not None else 0
-        if depth == 0 or self.decoder.workers == 0:
+        if depth == 0 or self.decoder.workers == 0 or self.options.decode == "cuda":
             yield from plan
             return
         queue: deque = deque()
@@ -228,12 +247,16 @@ class StreamSource(ExampleSource):
         self, batch_size: int | None = None, indices: torch.Tensor | None = None
     ) -> Iterator[EvalBatch]:
         positions = torch.arange(self.n) if indices is None else indices.cpu()
+        transform, r = self.options.transform, self.resolution
         for chunk in positions.split(batch_size or EVAL_BLOCK):
-            pixels = self.decoder.eval(
-                self.split, self._ids(chunk), self.options.transform, self.resolution
-            )
             on_device = chunk.to(self.device)
-            yield on_device, torch.from_numpy(pixels).to(self.device), self.labels[on_device]
+            if self.options.decode == "cuda":
+                datas = self.decoder.read(self.split, self._ids(chunk))
+                images = gpu_decode.eval_views(datas, transform, r, self.device)
+            else:
+                pixels = self.decoder.eval(self.split, self._ids(chunk), transform, r)
+                images = torch.from_numpy(pixels).to(self.device)
+            yield on_device, images, self.labels[on_device]
 
     def subset(self, positions: torch.Tensor) -> StreamSource:
         positions = positions.cpu()
@@ -310,6 +333,8 @@ def load_streamed(cfg: Mapping[str, Any], device: torch.device) -> StreamedData:
             f"{', '.join(STREAMABLE)} (the others fit in memory: data.storage=memory)"
         )
     options = StreamOptions.from_config(cfg.get("stream"))
+    if options.decode == "cuda" and device.type != "cuda":
+        raise ConfigError(f"data.stream.decode=cuda needs a CUDA device; this run's is {device}")
     source = Source.from_config(cfg)
     resolution, class_dirs = imagenet_folders(source)
     dirs = class_dirs["train"] + class_dirs["test"]
