@@ -313,3 +313,21 @@ def test_gpu_decode_gives_the_cpu_crops_up_to_the_resampling_kernel(tree):
     for cpu, gpu in zip(views["cpu"], views["cuda"], strict=True):
         assert cpu.shape == gpu.shape
         assert (cpu - gpu).abs().mean() < 4.0  # of 255: decoder and resampling kernel only
+
+
+def test_read_ahead_of_a_sharded_plan_serves_each_process_its_part(tree):
+    """Under many processes each reads ahead only its slice of the global batch."""
+    cfg = compose_cfg(tree, "data.stream.workers=1", "data.stream.transform=crop")
+    source = load_streamed(cfg.data, torch.device("cpu")).train
+    plan = [(s, torch.arange(4 * s, 4 * s + 4)) for s in range(4)]
+
+    def second_half(idx):
+        return idx[2:]
+
+    served = []
+    for step, idx in source.prefetch(iter(plan), lambda s: 100 + s, shard=second_half):
+        assert 100 + step in source._ready  # decoding before it is asked for
+        served.append(source.train_batch(second_half(idx), 100 + step))
+    assert not source._ready
+    for (step, idx), batch in zip(plan, served, strict=True):
+        assert torch.equal(batch, source.train_batch(second_half(idx), 100 + step))

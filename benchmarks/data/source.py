@@ -92,9 +92,12 @@ class ExampleSource(ABC):
         plan: Iterable[T],
         step_seed: Callable[[int], int] | None = None,
         read_ahead: bool = True,
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterable[T]:
         """The trainer's plan of (step, idx, ...) items; a stream decodes the batches of the
-        next steps (seeded by `step_seed(step)`) meanwhile, where `read_ahead` allows it."""
+        next steps (seeded by `step_seed(step)`) meanwhile, where `read_ahead` allows it:
+        of each, `shard(idx)` where given (this process's part of the global batch), the
+        indices its `train_batch` will be asked for."""
         return plan
 
 

@@ -222,6 +222,7 @@ class StreamSource(ExampleSource):
         plan: Iterable[T],
         step_seed: Callable[[int], int] | None = None,
         read_ahead: bool = True,
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[T]:
         """The plan's items, the next `data.stream.prefetch` batches decoding meanwhile.
 
@@ -236,7 +237,8 @@ class StreamSource(ExampleSource):
         items = iter(plan)
         for item in items:
             seed = step_seed(item[0])
-            self._ready[seed] = (item[1], self._start(item[1], seed))
+            idx = item[1] if shard is None else shard(item[1])
+            self._ready[seed] = (idx, self._start(idx, seed))
             queue.append(item)
             if len(queue) > depth:
                 yield queue.popleft()
