@@ -7,7 +7,6 @@ knows which method chose its subset.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from benchmarks.config_schema import validate
 from benchmarks.data import DataSet, load_dataset, stratified_split
 from benchmarks.data.placement import choose_storage
 from benchmarks.data.source import ExampleSource, TensorSource
-from benchmarks.data.stream import StreamedData, load_streamed
+from benchmarks.data.stream import STREAMABLE, StreamedData, load_streamed
 from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
@@ -170,7 +169,8 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
     """Load the data set (in memory or streamed, data.storage), carve validation, inject label
     noise, and move it to the device."""
     storage, reason = choose_storage(cfg.data, device)
-    print(f"data.storage: {storage} ({reason})", file=sys.stderr)
+    if storage == "stream" or cfg.data.name in STREAMABLE:  # a choice was made: say which
+        print(f"data.storage: {storage} ({reason})")
     ds = load_dataset(cfg.data) if storage == "memory" else load_streamed(cfg.data, device)
     n = int(ds.train_y.shape[0])
     val_size = cfg.data.get("val_size") or 0
