@@ -28,6 +28,7 @@ from benchmarks.data.placement import choose_storage
 from benchmarks.data.source import ExampleSource, TensorSource
 from benchmarks.data.stream import STREAMABLE, StreamedData, load_streamed
 from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
+from benchmarks.identity import cell_identity, describe_change
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
 from benchmarks.plugins import load_plugins
@@ -36,13 +37,16 @@ from benchmarks.results import (
     environment,
     find_records,
     indices_hash,
+    legacy_run_key,
     record_path,
+    records_of_cell,
     run_key,
     utc_now,
 )
 from benchmarks.seeding import derive_seed
 from benchmarks.storage import check_writable, fallback_folders, save_record_or_fallback
 from benchmarks.subsets import subset_path, write_subset
+from benchmarks.summary import changed_line
 from benchmarks.train import (
     Checkpointing,
     LossWeights,
@@ -276,13 +280,32 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     logger = make_logger(cfg.get("logger"))
     check_model(str(cfg.model.name), model_options(cfg.model))
     device = resolve_device(str(cfg.get("device", "auto")))
-    key = run_key(
-        OmegaConf.to_container(cfg, resolve=True), prunes=method.prunes and method.selects
-    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    identity = cell_identity(resolved)
+    keyed_prune = method.prunes and method.selects  # else the prune section is no part of it
+    key = run_key(resolved, prunes=keyed_prune, identity=identity)
+    cell = {
+        "data": str(cfg.data.get("label") or cfg.data.name),
+        "model": str(cfg.model.name),
+        "method": method_label,
+        "method_name": method.name,
+        "fraction": spec.fraction if method.prunes else 0.0,
+        "seed": int(cfg.seed),
+        "keep": spec.keep,
+        "balance": spec.balance,
+        "strategy": spec.strategy,
+        "offset": spec.offset,
+        "budget": settings.budget,
+        "epochs": settings.epochs,
+    }
     results_dir = Path(str(cfg.results.dir)).expanduser()
     done = _completed(results_dir, key, cfg.run)
+    if done is None and not identity:  # written before numbers were hashed in one form
+        done = _completed(results_dir, legacy_run_key(resolved, keyed_prune), cfg.run)
     if done is not None:
         return {**done, "skipped": True}
+    if identity:
+        _say_what_changed(results_dir, cell, resolved, keyed_prune, identity, cfg.run)
     cache_dir = Path(str(cfg.cache.dir)).expanduser()
     checkpoint_dir = results_dir / ".checkpoints"
     check_writable(
@@ -300,21 +323,10 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
         "schema": RECORD_SCHEMA,
         "run_key": key,
         "status": "running",
-        "cell": {
-            "data": str(cfg.data.get("label") or cfg.data.name),
-            "model": str(cfg.model.name),
-            "method": method_label,
-            "method_name": method.name,
-            "fraction": spec.fraction if method.prunes else 0.0,
-            "seed": int(cfg.seed),
-            "keep": spec.keep,
-            "balance": spec.balance,
-            "strategy": spec.strategy,
-            "offset": spec.offset,
-            "budget": settings.budget,
-            "epochs": settings.epochs,
-        },
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "cell": cell,
+        "config": resolved,
+        # the plugins' code and the method's input files, hashed into run_key
+        "identity": identity,
         **command_overrides(),
         "started_at": started_at,
         "env": environment(device),
@@ -409,9 +421,39 @@ def _completed(results_dir: Path, key: str, run_cfg: Mapping[str, Any]) -> dict[
     those are asked. A failed record is a crash, not a result: it never makes a cell done."""
     if not run_cfg.get("skip_completed", True):
         return None
-    results = ("finished",) if run_cfg.get("rerun_diverged", False) else ("finished", "diverged")
-    found = [r for r in find_records(results_dir, key) if r.get("status") in results]
+    found = [r for r in find_records(results_dir, key) if r.get("status") in _results(run_cfg)]
     return found[-1] if found else None
+
+
+def _results(run_cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The statuses of a record that is a cell's result."""
+    return ("finished",) if run_cfg.get("rerun_diverged", False) else ("finished", "diverged")
+
+
+def _say_what_changed(
+    results_dir: Path,
+    cell: Mapping[str, Any],
+    resolved: Mapping[str, Any],
+    prunes: bool,
+    identity: Mapping[str, Any],
+    run_cfg: Mapping[str, Any],
+) -> None:
+    """Name the record this run would have reused but for a plugin's code or an input file
+    that changed since: a cell run again, not a stale result, and the reader knows why."""
+    if not run_cfg.get("skip_completed", True):
+        return
+    same_config = run_key(resolved, prunes)
+    earlier = [
+        r
+        for r in records_of_cell(results_dir, cell)
+        if r.get("status") in _results(run_cfg)
+        and isinstance(r.get("config"), Mapping)
+        and run_key(r["config"], prunes) == same_config
+    ]
+    if earlier:
+        last = earlier[-1]
+        what = describe_change(last["identity"], identity) if "identity" in last else None
+        print(changed_line(cell, last.get("record_path", "?"), what), flush=True)
 
 
 def _execute(

@@ -8,6 +8,7 @@ and the software/hardware it ran on.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -29,6 +30,8 @@ from benchmarks.atomic import atomic_write
 
 RECORD_SCHEMA = 1
 CELL_SECTIONS = ("data", "model", "method", "prune", "train", "seed")
+# the sections each method or model types itself: their numbers are hashed in one form
+OPEN_SECTIONS = ("method", "model")
 # where the data lives, and a switch that only permits a run: neither changes a result
 DATA_LOCATION_KEYS = (
     "root",
@@ -52,12 +55,32 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def run_key(cfg: Mapping[str, Any], prunes: bool = True) -> str:
-    """Hash of the config that defines a cell: what is trained on what, how, with which seed.
+def run_key(
+    cfg: Mapping[str, Any], prunes: bool = True, identity: Mapping[str, Any] | None = None
+) -> str:
+    """Hash of what defines a cell: what is trained on what, how, with which seed, and
+    (`identity`, benchmarks/identity.py) the plugins' code and the method's input files.
 
     Where the data lives, logging and output paths and speed-only switches do not change
     the result and are left out; so is the prune section of a method that removes nothing.
+    A method's or model's number is hashed in one form, the int for an int-valued float
+    (`method.delta=1` and `1.0` are one cell). A cell of built-ins reading no file and
+    without such a float keeps the key of records written before these rules.
     """
+    cell = _cell(cfg, prunes)
+    for section in OPEN_SECTIONS:
+        cell[section] = one_number_form(cell[section])
+    if identity:
+        cell["identity"] = identity
+    return _hash(cell)
+
+
+def legacy_run_key(cfg: Mapping[str, Any], prunes: bool = True) -> str:
+    """The key that records written before numbers were hashed in one form have for `cfg`."""
+    return _hash(_cell(cfg, prunes))
+
+
+def _cell(cfg: Mapping[str, Any], prunes: bool) -> dict[str, Any]:
     cell = {name: cfg[name] for name in CELL_SECTIONS}
     cell["data"] = {k: v for k, v in cell["data"].items() if k not in DATA_LOCATION_KEYS}
     stream = cell["data"].pop("stream", None) or {}
@@ -67,7 +90,22 @@ def run_key(cfg: Mapping[str, Any], prunes: bool = True) -> str:
     cell["train"] = {k: v for k, v in cell["train"].items() if k not in SPEED_ONLY_TRAIN_KEYS}
     if not prunes:
         cell["prune"] = None
+    return cell
+
+
+def _hash(cell: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
+
+
+def one_number_form(value: Any) -> Any:
+    """`value` with every int-valued float an int, in nested mappings and lists too."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: one_number_form(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [one_number_form(v) for v in value]
+    return value
 
 
 def indices_hash(indices: np.ndarray) -> str:
@@ -84,11 +122,21 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def record_path(results_dir: Path, record: Mapping[str, Any]) -> Path:
-    cell = record["cell"]
     stamp = re.sub(r"[^0-9T]", "", record["started_at"])[:18]
+    return results_dir / f"{_cell_name(record['cell'])}_{record['run_key']}_{stamp}.json"
+
+
+def records_of_cell(results_dir: Path, cell: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Records whose file names this cell's data, model, method, fraction and seed, whatever
+    their run key (the same cell with other code or input files among them), oldest first."""
+    pattern = f"{glob.escape(_cell_name(cell))}_*_*.json"
+    found = (read_record(path) for path in sorted(Path(results_dir).rglob(pattern)))
+    return [record for record in found if record is not None]
+
+
+def _cell_name(cell: Mapping[str, Any]) -> str:
     name = f"{cell['data']}_{cell['model']}_{cell['method']}_f{cell['fraction']:g}_s{cell['seed']}"
-    name = re.sub(r"[^A-Za-z0-9_.=-]", "-", name)
-    return results_dir / f"{name}_{record['run_key']}_{stamp}.json"
+    return re.sub(r"[^A-Za-z0-9_.=-]", "-", name)
 
 
 def save_record(results_dir: Path, record: dict[str, Any]) -> Path:

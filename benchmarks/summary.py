@@ -6,12 +6,27 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def summary_lines(record: Mapping[str, Any]) -> list[str]:
-    cell = record["cell"]
-    title = (
+def changed_line(cell: Mapping[str, Any], reused_otherwise: str, what: str | None) -> str:
+    """The line of a cell run again because its plugin code or an input file changed since
+    the record it would have reused (`what`: which; None: the record predates the hashes)."""
+    why = (
+        f"{what} changed since {reused_otherwise}"
+        if what is not None
+        else f"{reused_otherwise} predates the hashes of plugin code and input files"
+    )
+    return f"{_title(cell)} | seed {cell['seed']}: {why}, the record reused otherwise; run again"
+
+
+def _title(cell: Mapping[str, Any]) -> str:
+    return (
         f"prunebench | {cell['data']} | {cell['model']} | {cell['method']} | "
         f"removed {cell['fraction']:.0%}"
     )
+
+
+def summary_lines(record: Mapping[str, Any]) -> list[str]:
+    cell = record["cell"]
+    title = _title(cell)
     if record.get("skipped"):
         return [
             f"{title} | seed {cell['seed']}: skipped, "
