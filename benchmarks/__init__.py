@@ -1,4 +1,9 @@
-"""prunebench's library. Importing it stores the config schema in Hydra's ConfigStore,
-so that conf/config.yaml composes from run.py, score.py, tests and notebooks alike."""
+"""prunebench's library. Importing it applies the CPU thread policy (benchmarks/threads.py)
+before anything loads torch, and stores the config schema in Hydra's ConfigStore, so that
+conf/config.yaml composes from run.py, score.py, tests and notebooks alike."""
 
-from benchmarks import config_schema  # noqa: F401  (registration side effect)
+from benchmarks.threads import apply_thread_policy
+
+apply_thread_policy()
+
+from benchmarks import config_schema  # noqa: E402, F401  (registration side effect)

@@ -1,4 +1,5 @@
-"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream] ...`: every measurement.
+"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream|busy] ...`: every
+measurement.
 
 Without a part name, the training and scoring speed against the usual way
 (benchmarks/speed/training.py); with one, that part's own options (`--help` after it).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.speed import geometry, grand_memory, knn, selection, stream, training
+from benchmarks.speed import busy, geometry, grand_memory, knn, selection, stream, training
 
 PARTS = {
     "geometry": geometry.main,
@@ -16,6 +17,7 @@ PARTS = {
     "selection": selection.main,
     "grand_memory": grand_memory.main,
     "stream": stream.main,
+    "busy": busy.main,
 }
 
 
