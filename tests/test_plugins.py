@@ -153,10 +153,11 @@ def test_entry_points_naming_a_class_and_a_factory_register_them_under_their_nam
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (
-            "prunebench_plugin_example",
-            "names module prunebench_plugin_example, which registers no method; register one "
-            "in it, or name the PruningMethod subclass itself (prunebench_plugin_example:Name)",
+        (  # the package's folder of yaml files: a module, registering nothing
+            "prunebench_plugin_example.conf",
+            "names module prunebench_plugin_example.conf, which registers no method; register "
+            "one in it, or name the PruningMethod subclass itself "
+            "(prunebench_plugin_example.conf:Name)",
         ),
         ("json:dumps", "names json:dumps, not a module nor a PruningMethod subclass"),
     ],

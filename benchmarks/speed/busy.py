@@ -9,8 +9,9 @@ change in the machine's load falls on all of them alike; the table gives medians
 
 Two workloads: the default cell (`python run.py`: digits, cnn, random; `--default` adds
 overrides, e.g. train.epochs=3 to shorten it) and a cnn training on CIFAR-10 JPEG
-(`--cifar-train` examples, `--cifar-epochs`). Each is run once untimed first (data decoded
-into the cache). The children get neither OMP_NUM_THREADS nor OMP_WAIT_POLICY from here.
+(`--cifar-train` examples, `--cifar-epochs`, evaluated on `--cifar-test` images). Each is
+run once untimed first (data decoded into the cache). The children get neither
+OMP_NUM_THREADS nor OMP_WAIT_POLICY from here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def workloads(args: argparse.Namespace) -> dict[str, list[str]]:
         "model=cnn",
         "method=full",
         f"data.max_train={args.cifar_train}",
+        f"data.max_test={args.cifar_test}",
         f"train.epochs={args.cifar_epochs}",
     ]
     return {"default cell": list(args.default), "cnn on CIFAR-10 JPEG": cifar}
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--competitors", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--default", nargs="*", default=[], help="overrides of the default cell")
     parser.add_argument("--cifar-train", type=int, default=5000)
+    parser.add_argument("--cifar-test", type=int, default=10000, help="test images evaluated")
     parser.add_argument("--cifar-epochs", type=int, default=1)
     parser.add_argument("--out", default="busy.json")
     args = parser.parse_args(argv)
