@@ -110,3 +110,20 @@ def test_delta_1_and_1_0_are_one_cell_and_a_record_of_the_old_key_is_found(tmp_p
     write_json_atomic(Path(old["record_path"]), old)
     again = run_cell(tmp_path, *cell, "method.delta=1.0")
     assert again["skipped"] and again["record_path"] == old["record_path"]
+
+
+def test_any_method_option_naming_a_file_puts_its_content_in_the_cell(tmp_path):
+    import methods  # noqa: F401  (registers the built-ins)
+    from benchmarks.identity import cell_identity
+
+    kept = tmp_path / "kept.npy"
+    np.save(kept, np.arange(10))
+    cfg = {
+        "data": {"name": "digits"},
+        "model": {"name": "cnn"},
+        "method": {"name": "subset", "path": str(kept), "proxy": {"score_file": str(kept)}},
+    }
+    digest = hashlib.sha256(kept.read_bytes()).hexdigest()
+    assert cell_identity(cfg) == {
+        "inputs": {"method.path": digest, "method.proxy.score_file": digest}
+    }
