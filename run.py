@@ -45,7 +45,8 @@ def main(cfg: DictConfig) -> float:
         from benchmarks.pipeline import run
 
         record = run(cfg, progress=bool(cfg.run.progress) and not multirun)
-        print("\n".join(summary_lines(record)), flush=True)
+        if record["rank"] == 0:  # a data-parallel cell's other ranks leave it to rank 0
+            print("\n".join(summary_lines(record)), flush=True)
         record_outcome(record)
     return objective(record)
 

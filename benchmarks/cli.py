@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmarks.config_schema import describe
-from benchmarks.errors import PrunebenchError, RunDiverged
+from benchmarks.errors import PrunebenchError, RankStopped, RunDiverged
 
 
 class ExitCode(IntEnum):
@@ -73,6 +73,11 @@ def cell_outcome() -> Iterator[None]:
     except PrunebenchError as err:
         error(str(err))
         report(ExitCode.BAD_INPUT)
+    except RankStopped as err:
+        if err.origin and err.__cause__ is not None:
+            traceback.print_exception(err.__cause__)
+        error(f"{err} (a rerun resumes the cell from its last checkpoint)")
+        report(ExitCode.CRASHED)
     except Exception:
         traceback.print_exc()
         error("the run crashed (traceback above); a rerun runs this cell again")

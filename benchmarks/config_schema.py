@@ -133,6 +133,7 @@ class TrainConfig:
     channels_last: bool = True
     cudnn_benchmark: bool = True
     compile: bool = False
+    sync_bn: bool = False
 
 
 @dataclass
@@ -164,6 +165,7 @@ class RunConfig:
     skip_completed: bool = True
     rerun_diverged: bool = False
     checkpoint_steps: int = 500
+    dist_timeout_s: float = 1800.0
 
 
 @dataclass

@@ -19,3 +19,15 @@ class RunDiverged(PrunebenchError):
 
 class StorageError(PrunebenchError):
     """A folder a run writes to cannot take its files (read-only, full, over quota)."""
+
+
+class RankStopped(Exception):
+    """A rank of a data-parallel cell failed, so every rank stops (a crash: exit 3).
+
+    Not a PrunebenchError: it is no one's bad input. `origin` is true on the rank that
+    raised first, whose traceback is the one to read.
+    """
+
+    def __init__(self, message: str, origin: bool = False) -> None:
+        super().__init__(message)
+        self.origin = origin

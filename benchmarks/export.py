@@ -21,7 +21,8 @@ def export_method_scores(cfg: DictConfig, out: Path) -> tuple[Path, str]:
     """Compute (or read from the cache) the scores of `cfg`'s method on its data and export
     them to `out`; return the file and a one-line summary. What score.py runs, and what a
     bundle holds for each static method that ran."""
-    from benchmarks.pipeline import method_from_config, prepare, resolve_device
+    from benchmarks.distributed import resolve_device
+    from benchmarks.pipeline import method_from_config, prepare
 
     method, label = method_from_config(cfg.method)
     start = time.perf_counter()

@@ -7,8 +7,10 @@ knows which method chose its subset.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,14 @@ from benchmarks.data import DataSet, load_dataset, stratified_split
 from benchmarks.data.placement import choose_storage
 from benchmarks.data.source import ExampleSource, TensorSource
 from benchmarks.data.stream import STREAMABLE, StreamedData, load_streamed
-from benchmarks.errors import ConfigError, DataError, PrunebenchError, RunDiverged
+from benchmarks.distributed import (
+    Dist,
+    check_global_batch,
+    rank_device,
+    read_launch,
+    setup,
+)
+from benchmarks.errors import ConfigError, DataError, PrunebenchError, RankStopped, RunDiverged
 from benchmarks.identity import cell_identity, describe_change
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
@@ -119,19 +128,6 @@ class Prepared:
                 ].tolist(),
             },
         }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"device={name!r} is not a torch device (auto, cpu, cuda, cuda:N)"
-        ) from None
 
 
 def prune_spec(cfg: Mapping[str, Any]) -> PruneSpec:
@@ -268,6 +264,9 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     """Execute one cell and write its record; return the record.
 
     Bad input (PrunebenchError) leaves no record, wherever it is found: it is not a result.
+    Launched as several processes (torchrun, submitit's tasks), the cell trains
+    data-parallel: the checks run on every rank before the process group forms, and
+    rank 0 writes the record (benchmarks/distributed.py).
     """
     validate(cfg)
     started_at = utc_now()
@@ -275,11 +274,13 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     load_plugins(list(cfg.get("plugins") or []))
     spec = prune_spec(cfg.prune)
     settings = TrainSettings.from_config(cfg.train)
+    launch = read_launch()
+    check_global_batch(settings.batch_size, launch.world)
     method, method_label = method_from_config(cfg.method)
     method.check_schedule(OmegaConf.to_container(cfg.train, resolve=True))
-    logger = make_logger(cfg.get("logger"))
+    logger = make_logger(cfg.get("logger")) if launch.rank == 0 else None
     check_model(str(cfg.model.name), model_options(cfg.model))
-    device = resolve_device(str(cfg.get("device", "auto")))
+    device = rank_device(str(cfg.get("device", "auto")), launch)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = cell_identity(resolved)
     keyed_prune = method.prunes and method.selects  # else the prune section is no part of it
@@ -303,7 +304,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     if done is None and not identity:  # written before numbers were hashed in one form
         done = _completed(results_dir, legacy_run_key(resolved, keyed_prune), cfg.run)
     if done is not None:
-        return {**done, "skipped": True}
+        return {**done, "skipped": True, "rank": launch.rank}
     if identity:
         _say_what_changed(results_dir, cell, resolved, keyed_prune, identity, cfg.run)
     cache_dir = Path(str(cfg.cache.dir)).expanduser()
@@ -319,6 +320,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     checkpointing = None
     if int(cfg.run.checkpoint_steps) > 0:
         checkpointing = Checkpointing(checkpoint_dir / f"{key}.pt", int(cfg.run.checkpoint_steps))
+    dist = setup(launch, device, float(cfg.run.dist_timeout_s), bool(cfg.train.sync_bn))
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "run_key": key,
@@ -329,14 +331,46 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
         "identity": identity,
         **command_overrides(),
         "started_at": started_at,
-        "env": environment(device),
+        "env": {**environment(dist.device), "distributed": dist.describe()},
     }
+    try:
+        record = _run_cell(
+            cfg, dist, record, timer, spec, settings, method, logger, progress, checkpointing,
+            results_dir, cache_dir,
+        )  # fmt: skip
+        # the returned record says which rank returns it: rank 0 wrote it and prints it
+        return {**record, "rank": dist.rank}
+    except BaseException as err:
+        if not dist.active or isinstance(err, (SystemExit, KeyboardInterrupt, RankStopped)):
+            raise
+        stopped = dist.failed(err)  # the other ranks learn which rank failed first
+        if isinstance(err, PrunebenchError):
+            raise
+        raise stopped from err
+    finally:
+        dist.close()
+
+
+def _run_cell(
+    cfg: DictConfig,
+    dist: Dist,
+    record: dict[str, Any],
+    timer: Timer,
+    spec: PruneSpec,
+    settings: TrainSettings,
+    method: PruningMethod,
+    logger: WandbLogger | None,
+    progress: bool,
+    checkpointing: Checkpointing | None,
+    results_dir: Path,
+    cache_dir: Path,
+) -> dict[str, Any]:
     if logger is not None:
         logger.start(record)
     scores = None
     try:
         scores = _execute(
-            cfg, record, timer, spec, settings, method, device, progress, checkpointing, logger
+            cfg, record, timer, spec, settings, method, dist, progress, checkpointing, logger
         )
         record["status"] = "finished"
     except RunDiverged as err:
@@ -349,13 +383,19 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     except Exception as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
+        if dist.active:
+            stopped = dist.failed(err)
+            record["error"] = str(stopped)
+            if stopped is not err:
+                raise stopped from err
         raise
     finally:
         record["timings"] = {**timer.seconds, "total": sum(timer.seconds.values())}
         record["finished_at"] = utc_now()
         try:
             # an interrupted run (Ctrl-C) leaves no record, only its checkpoint to resume from
-            if "data" in record and record["status"] not in ("running", "rejected"):
+            saves = dist.writer and "data" in record
+            if saves and record["status"] not in ("running", "rejected"):
                 _save(results_dir, record, fallback_folders(cache_dir), checkpointing)
         finally:
             if logger is not None:
@@ -463,12 +503,13 @@ def _execute(
     spec: PruneSpec,
     settings: TrainSettings,
     method: PruningMethod,
-    device: torch.device,
+    dist: Dist,
     progress: bool,
     checkpointing: Checkpointing | None,
     logger: WandbLogger | None,
 ) -> np.ndarray | None:
     seed = int(cfg.seed)
+    device = dist.device
     with timer.stage("load"):
         prep = prepare(cfg, device)
     ctx = prep.ctx
@@ -482,15 +523,20 @@ def _execute(
     record["data"] = prep.data_summary()
     method = method.resolve(ctx)
     static = method.prunes and not method.dynamic
-    with timer.stage("score"):
-        scores = method.score(ctx) if static else None
-    with timer.stage("select"):
-        if scores is None:
-            kept = np.arange(ctx.n)
-        else:
-            cut = ccs_cut_scores(method, ctx) if spec.cuts_by_aum else None
-            kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"), cut)
-        weights = method.subset_weights(ctx, kept) if static else None
+
+    def score_and_select() -> tuple[np.ndarray | None, np.ndarray, LossWeights | None]:
+        with timer.stage("score"):
+            scores = method.score(ctx) if static else None
+        with timer.stage("select"):
+            if scores is None:
+                kept = np.arange(ctx.n)
+            else:
+                cut = ccs_cut_scores(method, ctx) if spec.cuts_by_aum else None
+                kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"), cut)
+            weights = method.subset_weights(ctx, kept) if static else None
+        return scores, kept, weights
+
+    scores, kept, weights = _selected_on_writer(dist, record["run_key"], score_and_select)
     subset_file = subset_path(record_path(Path(str(cfg.results.dir)).expanduser(), record))
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {
@@ -505,7 +551,7 @@ def _execute(
         "method_options": method.options(),
         **weights_summary(weights),
     }
-    if sampler is None:
+    if sampler is None and dist.writer:
         record["selection"]["subset"] = write_subset(
             subset_file,
             prep.origin[kept],
@@ -519,10 +565,12 @@ def _execute(
         nonlocal eval_passes
         before = snapshot()
         with timer.stage("eval"):
-            acc, loss = evaluate_split(m, prep.test, settings.eval_batch_size, settings.amp)
+            acc, loss = evaluate_split(m, prep.test, settings.eval_batch_size, settings.amp, dist)
             out = {"test_acc": acc, "test_loss": loss}
             if prep.val.n:
-                acc, loss = evaluate_split(m, prep.val, settings.eval_batch_size, settings.amp)
+                acc, loss = evaluate_split(
+                    m, prep.val, settings.eval_batch_size, settings.amp, dist
+                )
                 out.update(val_acc=acc, val_loss=loss)
         eval_passes = eval_passes + (snapshot() - before)
         return out
@@ -544,6 +592,7 @@ def _execute(
             sampler=sampler,
             weights=weights,
             on_log=None if logger is None else lambda log: logger.log_epoch(log.as_dict()),
+            dist=dist,
         )
     timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)
     if isinstance(prep.ds, StreamedData):
@@ -551,9 +600,11 @@ def _execute(
         record["data"]["storage"].update(
             examples_read=decoder.examples_read, bytes_read=decoder.bytes_read
         )
-    record["compute"] = cell_compute(
-        ctx.cost, (snapshot() - train_passes) - eval_passes, eval_passes, model.network
-    )
+    trained = (snapshot() - train_passes) - eval_passes
+    # data-parallel: each rank counted the passes over its own slices
+    trained = functools.reduce(operator.add, dist.gathered(trained))
+    eval_passes = functools.reduce(operator.add, dist.gathered(eval_passes))
+    record["compute"] = cell_compute(ctx.cost, trained, eval_passes, model.network)
     record["compute"]["wall_seconds"] = ctx.cost.seconds + timer.seconds["train"]
     if sampler is not None:
         record["selection"]["dynamic"] = {
@@ -563,9 +614,10 @@ def _execute(
             "seen_fraction": sampler.seen_fraction(),
         }
         record["selection"]["fraction_removed"] = 1.0 - sampler.seen_fraction()
-        record["selection"]["subset"] = write_subset(
-            subset_file, prep.origin, counts=sampler.counts.cpu().numpy()
-        )
+        if dist.writer:
+            record["selection"]["subset"] = write_subset(
+                subset_file, prep.origin, counts=sampler.counts.cpu().numpy()
+            )
     record["metrics"] = {
         **logs[-1].eval,
         "train_loss": logs[-1].train_loss,
@@ -581,5 +633,33 @@ def _execute(
         ),
         "augment": ctx.augment.describe(),
         "resumed_from_step": 0 if checkpointing is None else checkpointing.resumed_from_step,
+        "world_size": dist.world,
+        "sync_bn": dist.sync_bn,
     }
     return scores
+
+
+def _selected_on_writer(
+    dist: Dist,
+    key: str,
+    score_and_select: Callable[[], tuple[np.ndarray | None, np.ndarray, LossWeights | None]],
+) -> tuple[np.ndarray | None, np.ndarray, LossWeights | None]:
+    """(scores, kept, weights): computed by rank 0, which writes the score artifacts; the
+    other ranks get the kept subset and its weights (the scores stay with rank 0's record)."""
+    if not dist.active:
+        return score_and_select()
+    on_writer: list[tuple[np.ndarray | None, np.ndarray, LossWeights | None]] = []
+
+    def selection() -> tuple[np.ndarray, LossWeights | None]:
+        on_writer.append(score_and_select())
+        _, kept, weights = on_writer[0]
+        if weights is not None:  # a pickled CUDA tensor would land on rank 0's GPU
+            weights = dataclasses.replace(weights, values=weights.values.cpu())
+        return kept, weights
+
+    kept, weights = dist.from_writer(f"{key}/selection", selection)
+    if on_writer:
+        return on_writer[0]
+    if weights is not None:
+        weights = dataclasses.replace(weights, values=weights.values.to(dist.device))
+    return None, kept, weights

@@ -52,9 +52,16 @@ class PreemptionGuard:
         if self.arrived_at_step is None:
             self.arrived_at_step, self._frame = self.step, frame
 
+    def request(self, step: int) -> None:
+        """Act as if the signal arrived in `step`: another rank of the job received it."""
+        if self.arrived_at_step is None:
+            self.arrived_at_step = step
+
     def hand_over(self) -> None:
         """Restore the deferred handler and run it (submitit's requeues and exits)."""
         handler, self._handler = self._handler, None
+        if handler is None:
+            return
         signal.signal(self.signum, handler)
         handler(self.signum, self._frame)
 

@@ -46,6 +46,9 @@ DATA_LOCATION_KEYS = (
 STREAM_RESULT_DEFAULTS = {"transform": "fixed", "decode": "cpu", "reencode_short_side": None}
 # How fast the same training runs, not what it computes: a compiled rerun is the same cell.
 SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
+# How a cell is spread over devices, as the world size is: a cell on 1 or 8 GPUs is the same
+# cell (the record states the world size and sync_bn).
+LAYOUT_TRAIN_KEYS = ("sync_bn",)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger(__name__)
@@ -87,7 +90,8 @@ def _cell(cfg: Mapping[str, Any], prunes: bool) -> dict[str, Any]:
     changed = {k: stream[k] for k, v in STREAM_RESULT_DEFAULTS.items() if stream.get(k, v) != v}
     if changed:
         cell["data"]["stream"] = changed
-    cell["train"] = {k: v for k, v in cell["train"].items() if k not in SPEED_ONLY_TRAIN_KEYS}
+    left_out = SPEED_ONLY_TRAIN_KEYS + LAYOUT_TRAIN_KEYS
+    cell["train"] = {k: v for k, v in cell["train"].items() if k not in left_out}
     if not prunes:
         cell["prune"] = None
     return cell

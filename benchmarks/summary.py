@@ -44,11 +44,13 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
         kept = f"kept {sel['kept']}/{sel['total']} train examples"
     val = f" | val acc {metrics['val_acc']:.4f}" if "val_acc" in metrics else ""
     stages = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
+    spread = record["env"].get("distributed") or {}
+    ranks = f" x {spread['world_size']} ranks" if spread.get("world_size", 1) > 1 else ""
     return [
         f"{title} ({cell['keep']}{balanced}) | seed {cell['seed']}",
         f"  {kept}; {record['train']['steps']} steps ({cell['budget']} budget, "
         f"{cell['epochs']} epochs)",
         f"  test acc {metrics['test_acc']:.4f}  loss {metrics['test_loss']:.4f}{val}",
-        f"  wall {t['total']:.1f} s ({stages}) on {record['env']['device']}",
+        f"  wall {t['total']:.1f} s ({stages}) on {record['env']['device']}{ranks}",
         f"  record {record['record_path']}",
     ]

@@ -28,6 +28,7 @@ from torch import nn
 from benchmarks import compute
 from benchmarks.atomic import atomic_write
 from benchmarks.data.source import ExampleSource
+from benchmarks.distributed import Dist
 from benchmarks.errors import ConfigError, RunDiverged
 from benchmarks.preemption import PreemptionGuard
 from benchmarks.seeding import derive_seed
@@ -235,13 +236,21 @@ def weighted_batch_loss(
     weights: torch.Tensor | None,
     batch_normalise: bool = False,
     batch_mean_scale: bool = False,
+    dist: Dist | None = None,
+    batch: int = 0,
 ) -> torch.Tensor:
     """The loss one SGD step minimises: mean_b w_b l_b (plain mean without weights;
     `batch_mean_scale`: mean_b l_b x mean_b w_b, see `LossWeights`).
 
     The one place where per-example weights enter training, for static subsets and
-    dynamic samplers (InfoBatch's rescaling) alike.
+    dynamic samplers (InfoBatch's rescaling) alike. With an active `dist`, `losses` are
+    this rank's slice of the global batch of `batch` rows, whose `weights` are all given
+    (their normalisation is the global batch's): the result is
+    this rank's part of the global loss times the world size, so that DDP's mean of the
+    ranks' gradients is the gradient of the global batch's loss, slices equal or not.
     """
+    if dist is not None and dist.active:
+        return _rank_part_of_loss(losses, weights, batch_normalise, batch_mean_scale, dist, batch)
     if weights is None:
         return losses.mean()
     weights = weights.to(losses.dtype)
@@ -250,6 +259,25 @@ def weighted_batch_loss(
     if batch_normalise:
         weights = weights / weights.mean().clamp_min(torch.finfo(losses.dtype).tiny)
     return (losses * weights).mean()
+
+
+def _rank_part_of_loss(
+    losses: torch.Tensor,
+    weights: torch.Tensor | None,
+    batch_normalise: bool,
+    batch_mean_scale: bool,
+    dist: Dist,
+    batch: int,
+) -> torch.Tensor:
+    scale = dist.world / batch
+    if weights is None:
+        return losses.sum() * scale
+    weights = weights.to(losses.dtype)
+    if batch_mean_scale:
+        return losses.sum() * scale * weights.mean()
+    if batch_normalise:
+        weights = weights / weights.mean().clamp_min(torch.finfo(losses.dtype).tiny)
+    return (losses * dist.shard(weights)).sum() * scale
 
 
 @dataclass
@@ -288,6 +316,7 @@ def train(
     checkpointing: Checkpointing | None = None,
     sampler: PassSampler | None = None,
     weights: LossWeights | None = None,
+    dist: Dist | None = None,
 ) -> list[EpochLog]:
     """Train `model` in place for `total_steps` SGD steps on `source`; return per-epoch logs.
 
@@ -303,10 +332,17 @@ def train(
     examples of every pass are redrawn by it (dynamic pruning) instead of being all of
     `source`; its state and the pass in progress are checkpointed with the rest. With
     `weights`, each example's loss is weighted (a weighted subset); a sampler weights its
-    own losses.
+    own losses. With an active `dist` (data-parallel), every rank follows the same plan of
+    global batches and trains on its slice of each through DDP: the same steps, schedule,
+    augmentation, losses and sampler decisions as on one device (the sampler sees the
+    global batch's losses); rank 0 alone saves checkpoints, and a preemption signal on any
+    rank stops every rank at the same step.
     """
     run_steps = total_steps if stop_step is None else min(stop_step, total_steps)
     device = source.device
+    dist = dist or Dist(device=device)
+    if dist.active and on_batch is not None:
+        raise ValueError("on_batch records whole batches: train a proxy on one device")
     if weights is not None:
         if sampler is not None:
             raise ValueError("a dynamic sampler weights its own losses; pass no static weights")
@@ -321,11 +357,17 @@ def train(
         momentum=settings.momentum,
         nesterov=settings.nesterov and settings.momentum > 0,
     )
-    state = _TrainState(device)
+    state = _TrainState(device, dist)
     resumed: dict[str, Any] = {}
     if checkpointing is not None and checkpointing.path.exists():
-        resumed = state.load(checkpointing.path, model, optimizer)
+        resumed = state.load(checkpointing.path, model, optimizer, dist)
         checkpointing.resumed_from_step = state.step
+        logger.info(
+            "%straining resumes from step %d (%s)",
+            f"rank {dist.rank} of {dist.world}: " if dist.active else "",
+            state.step,
+            checkpointing.path,
+        )
         if sampler is not None:
             sampler.load_state_dict(resumed["sampler"])
     clock = time.perf_counter() - state.elapsed
@@ -342,18 +384,21 @@ def train(
     def step_seed(step: int) -> int:
         return derive_seed(order_seed, "augment", step)
 
-    forward = training_forward(model, settings)
+    forward = training_forward(dist.ddp(model), settings)
     with PreemptionGuard(active=checkpointing is not None) as guard:
-        batches = source.prefetch(plan, step_seed, read_ahead=sampler is None)
-        for step, idx, fraction_done, epochs_ended in batches:
+        # the source reads (ahead) only this rank's slice of each global batch `idx`
+        sliced = ((step, dist.shard(idx), done, ended, idx) for step, idx, done, ended in plan)
+        batches = source.prefetch(sliced, step_seed, read_ahead=sampler is None)
+        for step, local, fraction_done, epochs_ended, idx in batches:
             guard.step = step
             lr = settings.lr * lr_factor_at(fraction_done, settings)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs = source.train_batch(idx, step_seed(step))
+            rows = (dist.shard_bounds(idx.numel())[0], idx.numel()) if dist.active else None
+            inputs = source.train_batch(local, step_seed(step), rows)
             if device.type == "cuda" and settings.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            targets = source.labels[idx]
+            targets = source.labels[local]
             with autocast_for(device, settings.amp):
                 logits = forward(inputs)
                 losses = F.cross_entropy(
@@ -365,13 +410,17 @@ def train(
             if on_batch is not None:
                 on_batch(step, idx, logits.detach().float(), targets)
             if sampler is not None:
-                sampler.observe(idx, losses.detach())
-                loss = weighted_batch_loss(losses, sampler.loss_weights(idx))
+                sampler.observe(idx, dist.gather_rows(losses.detach(), idx.numel()))
+                loss = weighted_batch_loss(
+                    losses, sampler.loss_weights(idx), dist=dist, batch=idx.numel()
+                )
             else:
                 batch_weights = None if weights is None else weight_values[idx]
                 normalise = weights is not None and weights.batch_normalise
                 scale = weights is not None and weights.batch_mean_scale
-                loss = weighted_batch_loss(losses, batch_weights, normalise, scale)
+                loss = weighted_batch_loss(
+                    losses, batch_weights, normalise, scale, dist, idx.numel()
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.compile and getattr(model, "network", None):
@@ -389,6 +438,7 @@ def train(
                 if evaluate is not None and (
                     settings.eval_every_epoch or log.epoch == settings.epochs
                 ):
+                    dist.sync_buffers(model)
                     log.eval = evaluate(model)
                     model.train()
                 if on_log is not None:
@@ -401,24 +451,33 @@ def train(
             every = 0 if checkpointing is None else checkpointing.every_steps
             saved = False
             at_stop = checkpointing is not None and checkpointing.at_stop
+            if dist.active and guard.active and dist.any(guard.requested):
+                guard.request(step)  # every rank stops at the step some rank was signalled in
             if (
                 guard.requested
                 or (every and state.step % every == 0 and state.step < run_steps)
                 or (at_stop and state.step == run_steps)
             ):
                 state.elapsed = time.perf_counter() - clock
-                saved = _save_checkpoint(checkpointing, state, model, optimizer, sampler, plan)
+                state.merge_ranks()
+                dist.sync_buffers(model)
+                if dist.writer:
+                    saved = _save_checkpoint(checkpointing, state, model, optimizer, sampler, plan)
             if guard.requested:
+                dist.barrier()  # the checkpoint is on disk before any rank leaves
                 logger.warning(
                     "signal %s arrived in step %d: training state %s at step %d (%s); "
                     "the job's handler takes over",
                     guard.signum.name,
                     guard.arrived_at_step,
-                    "saved" if saved else "NOT saved",
+                    "saved" if saved else "NOT saved" if dist.writer else "saved by rank 0",
                     state.step,
                     checkpointing.path,
                 )
                 guard.hand_over()
+                if dist.active:  # submitit's handler requeues from rank 0 and returns on others
+                    raise SystemExit(-1)
+    dist.sync_buffers(model)
     _close(bar)
     return state.logs
 
@@ -615,9 +674,15 @@ class PassSampler(ABC):
 
 
 class _TrainState:
-    """Everything besides model and optimizer that a resumed run needs to continue exactly."""
+    """Everything besides model and optimizer that a resumed run needs to continue exactly.
 
-    def __init__(self, device: torch.device) -> None:
+    Data-parallel, each rank sums the loss and accuracy of its own slices; the sums are
+    merged over the ranks where an epoch closes and before a checkpoint (rank 0 then holds
+    them, the others zero).
+    """
+
+    def __init__(self, device: torch.device, dist: Dist) -> None:
+        self.dist = dist
         self.step = 0
         self.epoch = 0
         self.elapsed = 0.0
@@ -631,7 +696,20 @@ class _TrainState:
         self.correct += (logits.argmax(1) == targets).sum()
         self.seen += targets.numel()
 
+    def merge_ranks(self, everywhere: bool = False) -> None:
+        """The sums of every rank's slices on rank 0 (on every rank if `everywhere`), zero
+        elsewhere; world 1: nothing to do."""
+        if not self.dist.active:
+            return
+        seen = torch.tensor(self.seen, device=self.correct.device)
+        for total in (self.loss_sum, self.correct, seen):
+            self.dist.all_reduce_(total)
+            if not (everywhere or self.dist.writer):
+                total.zero_()
+        self.seen = int(seen.item())
+
     def close_epoch(self, lr: float, seconds: float) -> EpochLog:
+        self.merge_ranks(everywhere=True)
         self.epoch += 1
         train_loss = (self.loss_sum / max(self.seen, 1)).item()
         if not math.isfinite(train_loss):
@@ -676,9 +754,12 @@ class _TrainState:
         atomic_write(path, lambda f: torch.save(payload, f))
 
     def load(
-        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, dist: Dist
     ) -> dict[str, Any]:
-        """Restore the state saved at `path`; return the whole payload (a sampler's part too)."""
+        """Restore the state saved at `path`; return the whole payload (a sampler's part too).
+
+        Every rank loads the same file; the epoch's partial sums stay with rank 0.
+        """
         payload = torch.load(path, map_location=self.loss_sum.device, weights_only=False)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
@@ -687,6 +768,10 @@ class _TrainState:
         self.loss_sum.copy_(payload["loss_sum"])
         self.correct.copy_(payload["correct"])
         self.seen = payload["seen"]
+        if not dist.writer:
+            self.loss_sum.zero_()
+            self.correct.zero_()
+            self.seen = 0
         return payload
 
 
@@ -719,20 +804,40 @@ def predict_logits(
 
 
 def source_logits(
-    model: nn.Module, source: ExampleSource, batch_size: int, amp: bool = True
+    model: nn.Module,
+    source: ExampleSource,
+    batch_size: int,
+    amp: bool = True,
+    dist: Dist | None = None,
 ) -> torch.Tensor:
-    """Eval-mode float32 logits [n, K] of every example of `source`, in its order."""
-    return torch.cat(
-        [predict_logits(model, x, batch_size, amp) for _, x, _ in source.eval_batches()]
-        or [torch.empty(0)]
-    )
+    """Eval-mode float32 logits [n, K] of every example of `source`, in its order; with an
+    active `dist`, each rank computes its contiguous slice of the examples and every rank
+    gets all of them."""
+    if dist is None or not dist.active:
+        return torch.cat(
+            [predict_logits(model, x, batch_size, amp) for _, x, _ in source.eval_batches()]
+            or [torch.empty(0)]
+        )
+    lo, hi = dist.shard_bounds(source.n)
+    mine = torch.arange(lo, hi, device=source.device)
+    local = [
+        predict_logits(model, x, batch_size, amp)
+        for _, x, _ in source.eval_batches(batch_size, mine)
+    ]
+    empty = torch.empty(0, source.num_classes, device=source.device)  # fewer examples than ranks
+    return dist.gather_rows(torch.cat(local or [empty]), source.n)
 
 
 def evaluate_split(
-    model: nn.Module, source: ExampleSource, batch_size: int, amp: bool = True
+    model: nn.Module,
+    source: ExampleSource,
+    batch_size: int,
+    amp: bool = True,
+    dist: Dist | None = None,
 ) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the model in eval mode, under the eval transform."""
-    logits = source_logits(model, source, batch_size, amp)
+    """(accuracy, mean cross-entropy) of the model in eval mode, under the eval transform
+    (the examples shared over the ranks of `dist`)."""
+    logits = source_logits(model, source, batch_size, amp, dist)
     y = source.labels
     loss = F.cross_entropy(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()

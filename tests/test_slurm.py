@@ -274,6 +274,51 @@ def test_killed_and_preempted_tasks_resume_from_their_checkpoint(slurm, tmp_path
     assert len(read_records(dirs["ref"])) == len(read_records(dirs["preempted"])) == 1
 
 
+@pytest.mark.slurm
+def test_a_cell_on_two_tasks_resumes_both_ranks_from_the_signalled_step(slurm, tmp_path):
+    """hydra.launcher.tasks_per_node=2: each cell is one job of two tasks, two gloo ranks,
+    one record (rank 0's) stating the world size. The USR2 of a preemption reaches the
+    job's tasks mid-training: both ranks stop after the same step, rank 0 saves, submitit
+    requeues the job, and both ranks resume from that step, ending equal to the same cell
+    run uninterrupted on two tasks."""
+    dirs = {name: tmp_path / name for name in ("ref", "preempted")}
+    cell = [
+        *LONG_CELL,
+        "model=mlp",
+        "hydra.launcher.tasks_per_node=2",
+        "run.dist_timeout_s=120",
+        "results.dir=" + ",".join(str(d) for d in dirs.values()),
+    ]
+    proc = sweep(tmp_path, *cell, wait=False)
+    preempted = f"{array_job_id(tmp_path / 'multi')}_1"
+    checkpoints = dirs["preempted"] / ".checkpoints"
+    wait_for("the step-200 checkpoint", lambda: list(checkpoints.glob("*.pt")), HUNG_AFTER_S)
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
+    wait_for("the requeue", lambda: job_state(preempted) == "PENDING", HUNG_AFTER_S, every=0.2)
+    (saved,) = checkpoints.glob("*.pt")
+    signalled_in = torch.load(saved, weights_only=False)["step"] - 1
+    assert 200 <= signalled_in < 359
+    subprocess.run(["scontrol", "update", f"JobId={preempted}", "StartTime=now+2"], check=True)
+
+    out, _ = proc.communicate(timeout=HUNG_AFTER_S)
+    assert proc.returncode == 0, out
+    (ref,) = read_records(dirs["ref"]).values()
+    (requeued,) = read_records(dirs["preempted"]).values()
+    assert ref["train"]["world_size"] == requeued["train"]["world_size"] == 2
+    assert requeued["env"]["distributed"]["launcher"] == "submitit"
+    same_training(requeued, ref)
+    assert requeued["train"]["resumed_from_step"] == signalled_in + 1
+    logs = {
+        rank: (tmp_path / f"multi/.submitit/{preempted}/{preempted}_{rank}_log.err").read_text()
+        + (tmp_path / f"multi/.submitit/{preempted}/{preempted}_{rank}_log.out").read_text()
+        for rank in (0, 1)
+    }
+    for rank, log in logs.items():
+        assert f"rank {rank} of 2: training resumes from step {signalled_in + 1}" in log, log
+    assert "training state saved at step" in logs[0]
+    assert not list(checkpoints.glob("*.pt"))
+
+
 def test_kill_9_during_record_writes_leaves_only_whole_records(tmp_path):
     """Readers see whole records while a writer rewrites them, and after it is SIGKILLed."""
     writer = f"""

@@ -94,8 +94,8 @@ class _OnDisk(ExampleSource):
     fingerprint = property(lambda self: self.memory.fingerprint)
     in_memory = property(lambda self: False)
 
-    def train_batch(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
-        return self.memory.train_batch(idx, seed)
+    def train_batch(self, idx: torch.Tensor, seed: int, rows=None) -> torch.Tensor:
+        return self.memory.train_batch(idx, seed, rows)
 
     def eval_batches(self, batch_size=None, indices=None) -> Iterator:
         return self.memory.eval_batches(batch_size or 7, indices)

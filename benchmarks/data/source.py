@@ -6,9 +6,11 @@ does not fit is read from a packed store on disk (`benchmarks.data.stream`): a b
 read, decoded and transformed on demand. Both give the same three things, so that the
 trainer and every method are written once:
 
-- `train_batch(idx, seed)`: the examples at positions `idx`, under the training
+- `train_batch(idx, seed, rows)`: the examples at positions `idx`, under the training
   transform, seeded by `seed` (the trainer derives it from the run's order seed and the
-  step, so that a resumed run sees the same batches);
+  step, so that a resumed run sees the same batches); `rows=(start, total)`: `idx` is one
+  rank's slice, from row `start`, of a global batch of `total` (data-parallel), and each
+  example is transformed as it is in the whole batch on one device;
 - `eval_batches(batch_size, indices)`: (positions, images, labels) under the eval
   transform, in the order asked, for score passes and evaluation;
 - `prefetch(plan)`: the trainer's plan, possibly reading ahead (a stream does).
@@ -68,8 +70,11 @@ class ExampleSource(ABC):
         raise NotInMemory("the training images as one tensor")
 
     @abstractmethod
-    def train_batch(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
-        """uint8 images [len(idx), C, H, W] on the device, under the training transform."""
+    def train_batch(
+        self, idx: torch.Tensor, seed: int, rows: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """uint8 images [len(idx), C, H, W] on the device, under the training transform
+        (`rows`: this rank's (start, total) of the global batch, see the module's doc)."""
 
     @abstractmethod
     def eval_batches(
@@ -150,11 +155,13 @@ class TensorSource(ExampleSource):
     def images(self) -> torch.Tensor:
         return self.x
 
-    def train_batch(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
+    def train_batch(
+        self, idx: torch.Tensor, seed: int, rows: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         inputs = self.x[idx]
         if self.augment.active:
             gen = torch.Generator(device=self.x.device).manual_seed(seed)
-            inputs = self.augment(inputs, gen)
+            inputs = self.augment(inputs, gen, rows)
         return inputs
 
     def eval_batches(

@@ -201,7 +201,11 @@ class StreamSource(ExampleSource):
         transform, r = self.options.transform, self.resolution
         return self.decoder.train(self.split, self._ids(idx), transform, r, seed)
 
-    def train_batch(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
+    def train_batch(
+        self, idx: torch.Tensor, seed: int, rows: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """`rows` (a rank's slice of a global batch) reaches the flip and pad-crop
+        augmentation; the decoder's random crop is drawn for this slice alone."""
         if self.options.decode == "cuda":
             datas = self.decoder.read(self.split, self._ids(idx))
             inputs = gpu_decode.train_views(
@@ -214,7 +218,7 @@ class StreamSource(ExampleSource):
             inputs = torch.from_numpy(pixels).to(self.device)
         if self.augment.active:
             gen = torch.Generator(device=self.device).manual_seed(seed)
-            inputs = self.augment(inputs, gen)
+            inputs = self.augment(inputs, gen, rows)
         return inputs
 
     def prefetch(

@@ -1,5 +1,5 @@
-"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream|busy] ...`: every
-measurement.
+"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream|busy|data_parallel]
+...`: every measurement.
 
 Without a part name, the training and scoring speed against the usual way
 (benchmarks/speed/training.py); with one, that part's own options (`--help` after it).
@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.speed import busy, geometry, grand_memory, knn, selection, stream, training
+from benchmarks.speed import (
+    busy,
+    data_parallel,
+    geometry,
+    grand_memory,
+    knn,
+    selection,
+    stream,
+    training,
+)
 
 PARTS = {
     "geometry": geometry.main,
@@ -18,6 +27,7 @@ PARTS = {
     "grand_memory": grand_memory.main,
     "stream": stream.main,
     "busy": busy.main,
+    "data_parallel": data_parallel.main,
 }
 
 

@@ -5,7 +5,10 @@
 #   2. python -m benchmarks.speed --model resnet18 --compile on CIFAR-10 JPEG (the CUDA switches:
 #      bf16 autocast, channels_last, cudnn.benchmark, and torch.compile and autotune-off variants);
 #   3. a short Data Diet-style study: CIFAR-10 JPEG, ResNet-18, a short schedule, random vs EL2N vs
-#      GraNd@0 at 50% removed, its leaderboard.
+#      GraNd@0 at 50% removed, its leaderboard;
+#   4. data-parallel scaling: ResNet-50 training throughput at 224 px, 64 images per GPU, on 1, 2,
+#      4, 8 ... and all GPUs of the machine (torchrun, NCCL; benchmarks/speed/data_parallel.py):
+#      images/s, the fraction of linear scaling (goal >= 0.9) and the all-reduce's share of a step.
 # Every table and log lands in $OUT (default ./gpu_check_out: summary.md, speed.json, study.md,
 # each stage's log, the run records as records.tar.gz); a stage that fails or runs over its
 # time leaves its log and the next stage still runs; the exit status says whether all passed.
@@ -49,11 +52,15 @@ if [ "${GPU_CHECK_TOY:-0}" = 1 ]; then
   SPEED=(--model cnn --steps 4 --warmup 1 --repeats 1 --score-examples 256 --grand-examples 32
     --naive-examples 4 --workers 2)
   STUDY=(model=cnn data.max_train=600 data.max_test=200 train.epochs=2 score.epoch=1 score.runs=2)
-  LIMITS=(300 900 900)
+  SCALE=(--model cnn --image-size 32 --batch-per-rank 16 --steps 3 --warmup 1)
+  GPUS=2  # gloo ranks on the CPU
+  LIMITS=(300 900 900 300)
 else
   SPEED=(--model resnet18 --steps 100 --repeats 2 --compile)
   STUDY=(model=resnet18 train.epochs=6 score.epoch=1 score.runs=2)
-  LIMITS=(90 170 220)
+  SCALE=(--model resnet50 --image-size 224 --batch-per-rank 64 --steps 30 --warmup 5)
+  GPUS=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
+  LIMITS=(90 170 220 $((40 + 40 * GPUS)))
 fi
 
 failed=0
@@ -84,6 +91,11 @@ stage study "${LIMITS[2]}" bash -c "python3 run.py -m method=random,el2n $common
   hydra.sweep.dir=$WORK/sweep_a && python3 run.py -m method=grand method.epoch=0 \
   method.label=grand@0 $common hydra.sweep.dir=$WORK/sweep_b"
 stage leaderboard 60 python3 -m analysis leaderboard "$PRUNEBENCH_RESULTS" --out "$OUT/study.md"
+WORLDS=$(for n in 1 2 4 8 16 32 "$GPUS"; do [ "$n" -le "$GPUS" ] && echo "$n"; done | sort -nu)
+stage scaling "${LIMITS[3]}" bash -c "for n in $(echo $WORLDS); do python3 -m torch.distributed.run \
+  --standalone --nproc_per_node=\$n -m benchmarks.speed data_parallel ${SCALE[*]} \
+  --out $WORK/scaling-\$n.json || exit 1; done"
+python3 -m benchmarks.speed data_parallel --table "$WORK"/scaling-*.json >"$OUT/scaling.md" 2>&1
 
 {
   echo
@@ -92,6 +104,9 @@ stage leaderboard 60 python3 -m analysis leaderboard "$PRUNEBENCH_RESULTS" --out
   echo
   echo "## study"
   cat "$OUT/study.md" 2>/dev/null
+  echo
+  echo "## data-parallel scaling"
+  cat "$OUT/scaling.md" 2>/dev/null
 } | tee -a "$OUT/summary.md"
 tar -czf "$OUT/records.tar.gz" -C "$WORK" results 2>/dev/null
 exit $failed
