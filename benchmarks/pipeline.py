@@ -47,14 +47,13 @@ from benchmarks.results import (
     find_records,
     indices_hash,
     legacy_run_key,
-    record_path,
     records_of_cell,
     run_key,
     utc_now,
 )
 from benchmarks.seeding import derive_seed
 from benchmarks.storage import check_writable, fallback_folders, save_record_or_fallback
-from benchmarks.subsets import subset_path, write_subset
+from benchmarks.subsets import Subset
 from benchmarks.summary import changed_line
 from benchmarks.train import (
     Checkpointing,
@@ -368,9 +367,10 @@ def _run_cell(
     if logger is not None:
         logger.start(record)
     scores = None
+    kept = KeptSubset()
     try:
         scores = _execute(
-            cfg, record, timer, spec, settings, method, dist, progress, checkpointing, logger
+            cfg, record, timer, spec, settings, method, dist, progress, checkpointing, logger, kept
         )
         record["status"] = "finished"
     except RunDiverged as err:
@@ -396,7 +396,7 @@ def _run_cell(
             # an interrupted run (Ctrl-C) leaves no record, only its checkpoint to resume from
             saves = dist.writer and "data" in record
             if saves and record["status"] not in ("running", "rejected"):
-                _save(results_dir, record, fallback_folders(cache_dir), checkpointing)
+                _save(results_dir, record, fallback_folders(cache_dir), checkpointing, kept.subset)
         finally:
             if logger is not None:
                 logger.finish(record, scores)
@@ -441,16 +441,26 @@ def cell_compute(score: ScoreCost, train: Tally, evaluation: Tally, network: str
     }
 
 
+@dataclass
+class KeptSubset:
+    """The subset a run trained on, written beside its record when the record is written
+    (so that a record and its sidecar land in the same folder, or neither)."""
+
+    subset: Subset | None = None
+
+
 def _save(
     results_dir: Path,
     record: dict[str, Any],
     fallbacks: list[Path],
     checkpointing: Checkpointing | None,
+    subset: Subset | None,
 ) -> None:
-    """Write the record (to a fallback file if results.dir fails), then drop the checkpoint
-    of a run that ended (a failed one keeps it, so that its rerun resumes)."""
+    """Write the record and its sidecar (to a fallback folder if results.dir fails), then
+    drop the checkpoint of a run that ended (a failed one keeps it, so that its rerun
+    resumes)."""
     try:
-        save_record_or_fallback(results_dir, record, fallbacks)
+        save_record_or_fallback(results_dir, record, fallbacks, subset)
     finally:
         if checkpointing is not None and record["status"] != "failed":
             checkpointing.path.unlink(missing_ok=True)
@@ -507,6 +517,7 @@ def _execute(
     progress: bool,
     checkpointing: Checkpointing | None,
     logger: WandbLogger | None,
+    kept_subset: KeptSubset,
 ) -> np.ndarray | None:
     seed = int(cfg.seed)
     device = dist.device
@@ -537,7 +548,6 @@ def _execute(
         return scores, kept, weights
 
     scores, kept, weights = _selected_on_writer(dist, record["run_key"], score_and_select)
-    subset_file = subset_path(record_path(Path(str(cfg.results.dir)).expanduser(), record))
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {
         "total": ctx.n,
@@ -551,11 +561,9 @@ def _execute(
         "method_options": method.options(),
         **weights_summary(weights),
     }
-    if sampler is None and dist.writer:
-        record["selection"]["subset"] = write_subset(
-            subset_file,
-            prep.origin[kept],
-            None if weights is None else weights.values.double().cpu().numpy(),
+    if sampler is None:
+        kept_subset.subset = Subset(
+            prep.origin[kept], None if weights is None else weights.values.double().cpu().numpy()
         )
     model = prepare_model(ctx.build_model(None, derive_seed(seed, "init")), device, settings)
     kept_source = ctx.source.subset(torch.from_numpy(kept))
@@ -595,6 +603,24 @@ def _execute(
             dist=dist,
         )
     timer.seconds["train"] -= timer.seconds.get("eval", 0.0) - train_start.get("eval", 0.0)
+    record["metrics"] = {
+        **logs[-1].eval,
+        "train_loss": logs[-1].train_loss,
+        "train_acc": logs[-1].train_acc,
+    }
+    record["curve"] = [log.as_dict() for log in logs]
+    record["train"] = {
+        "steps": logs[-1].step,
+        "passes_over_kept": (
+            sampler.passes
+            if sampler is not None
+            else logs[-1].step / -(-kept.size // settings.batch_size)
+        ),
+        "augment": ctx.augment.describe(),
+        "resumed_from_step": 0 if checkpointing is None else checkpointing.resumed_from_step,
+        "world_size": dist.world,
+        "sync_bn": dist.sync_bn,
+    }
     if isinstance(prep.ds, StreamedData):
         decoder = prep.ds.train.decoder
         record["data"]["storage"].update(
@@ -614,28 +640,7 @@ def _execute(
             "seen_fraction": sampler.seen_fraction(),
         }
         record["selection"]["fraction_removed"] = 1.0 - sampler.seen_fraction()
-        if dist.writer:
-            record["selection"]["subset"] = write_subset(
-                subset_file, prep.origin, counts=sampler.counts.cpu().numpy()
-            )
-    record["metrics"] = {
-        **logs[-1].eval,
-        "train_loss": logs[-1].train_loss,
-        "train_acc": logs[-1].train_acc,
-    }
-    record["curve"] = [log.as_dict() for log in logs]
-    record["train"] = {
-        "steps": logs[-1].step,
-        "passes_over_kept": (
-            sampler.passes
-            if sampler is not None
-            else logs[-1].step / -(-kept.size // settings.batch_size)
-        ),
-        "augment": ctx.augment.describe(),
-        "resumed_from_step": 0 if checkpointing is None else checkpointing.resumed_from_step,
-        "world_size": dist.world,
-        "sync_bn": dist.sync_bn,
-    }
+        kept_subset.subset = Subset(prep.origin, counts=sampler.counts.cpu().numpy())
     return scores
 
 

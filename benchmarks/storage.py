@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import StorageError
-from benchmarks.results import save_record
+from benchmarks.results import record_path, save_record
+from benchmarks.subsets import Subset, remove_orphans, subset_path, write_subset
 
 FALLBACK_FOLDER = "unsaved-records"
 
@@ -62,18 +63,22 @@ def fallback_folders(cache_dir: Path) -> list[Path]:
 
 
 def save_record_or_fallback(
-    results_dir: Path, record: dict[str, Any], fallbacks: Sequence[Path]
+    results_dir: Path,
+    record: dict[str, Any],
+    fallbacks: Sequence[Path],
+    subset: Subset | None = None,
 ) -> Path:
-    """Save the record in `results_dir`; if that fails, in the first fallback folder that takes
-    it, and raise a StorageError naming where it went (the run's result is never lost)."""
+    """Save the record and its kept-subset sidecar in `results_dir`; if that fails, in the first
+    fallback folder that takes both, and raise a StorageError naming where they went (the
+    run's result is never lost)."""
     try:
-        return save_record(results_dir, record)
+        return save_with_subset(results_dir, record, subset)
     except OSError as err:
         problem = f"cannot write the record to results.dir {results_dir}: {os_error(err)}"
     what = record["status"] + (f" ({record['error']})" if record.get("error") else "")
     for folder in fallbacks:
         try:
-            path = save_record(folder, record)
+            path = save_with_subset(folder, record, subset)
         except OSError:
             continue
         raise StorageError(
@@ -85,3 +90,21 @@ def save_record_or_fallback(
         f"{problem}, nor to any fallback folder ({tried}); the {what} run's metrics: "
         f"{record.get('metrics')}"
     )
+
+
+def save_with_subset(folder: Path, record: dict[str, Any], subset: Subset | None) -> Path:
+    """The sidecar, then the record that names it, in `folder`; a sidecar whose record could
+    not follow is removed, and so are the sidecars of this cell that a killed run left."""
+    sidecar = subset_path(record_path(folder, record)) if subset is not None else None
+    try:
+        if sidecar is not None:
+            record["selection"]["subset"] = write_subset(
+                sidecar, subset.indices, subset.weights, subset.counts
+            )
+        path = save_record(folder, record)
+    except OSError:
+        if sidecar is not None:
+            sidecar.unlink(missing_ok=True)
+        raise
+    remove_orphans(folder, record["run_key"])
+    return path

@@ -11,8 +11,10 @@ lets anyone read them. `<record>.kept.npz` (numpy's compressed npz) holds:
   presented each example to the model.
 
 The record names the file and holds its sha256 (of the file's bytes, so `weights`
-and `counts` are covered too). It is written atomically before the record, so a
-record never points at a missing or half-written subset.
+and `counts` are covered too). It is written atomically when the record is, just before
+it and in the same folder (a fallback folder when results.dir is full), so a record never
+points at a missing or half-written subset; a sidecar that a kill left without its record
+is removed when its cell's next record is saved.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ def write_subset(
         "sha256": file_sha256(path),
         "arrays": sorted(arrays),
     }
+
+
+def remove_orphans(folder: Path, run_key: str) -> None:
+    """Remove the sidecars of cell `run_key` in `folder` that no record names (a run killed
+    between its sidecar and its record)."""
+    for path in folder.glob(f"*_{run_key}_*{SUFFIX}"):
+        if not path.with_name(path.name.removesuffix(SUFFIX) + ".json").exists():
+            path.unlink(missing_ok=True)
 
 
 def read_subset(path: Path) -> Subset:

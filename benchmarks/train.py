@@ -32,6 +32,7 @@ from benchmarks.distributed import Dist
 from benchmarks.errors import ConfigError, RunDiverged
 from benchmarks.preemption import PreemptionGuard
 from benchmarks.seeding import derive_seed
+from benchmarks.state_files import read_state, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -284,20 +285,29 @@ def _rank_part_of_loss(
 class Checkpointing:
     """Where and how often the trainer saves its full state, to resume after preemption.
 
-    Besides every `every_steps` steps (0: never), the state is saved at the end of the step
-    in which the job's preemption signal arrives (see benchmarks/preemption.py).
-    `resumed_from_step` is set by the trainer when it finds a checkpoint, so that the
-    record says the run was resumed (0: trained from the start). A save that fails (a full
-    disk) is warned about once and training goes on: the run loses only its resumability.
-    `at_stop` also saves when training stops, so that a proxy trained to an early epoch
-    can later be continued to a later one.
+    Besides every `every_steps` steps (0: never), the state is saved at `path` at the end of
+    the step in which the job's preemption signal arrives (see benchmarks/preemption.py),
+    and a run finding a readable state there resumes from it (an unreadable one is set
+    aside, see benchmarks/state_files.py). `resumed_from_step` is set by the trainer when it
+    resumes, so that the record says the run was resumed (0: trained from the start). A save
+    that fails (a full disk) is warned about once and training goes on: the run loses only
+    its resumability.
+
+    A proxy training continued later has two more: `start`, a state its caller already read
+    and checked, to start from instead of `path`'s (the point a stored training stopped);
+    and `stop_path`, where the state is saved when training stops, as the next
+    continuation's point. That file is never the preemption checkpoint, so a preemption
+    cannot move the point a recording continues from. `extra()` returns what else a
+    preemption checkpoint holds (the recorder's sums), returned with the state on resumption.
     """
 
     path: Path
     every_steps: int
     resumed_from_step: int = 0
     save_failed: bool = False
-    at_stop: bool = False
+    start: Mapping[str, Any] | None = None
+    stop_path: Path | None = None
+    extra: Callable[[], Mapping[str, Any]] | None = None
 
 
 def train(
@@ -358,18 +368,16 @@ def train(
         nesterov=settings.nesterov and settings.momentum > 0,
     )
     state = _TrainState(device, dist)
-    resumed: dict[str, Any] = {}
-    if checkpointing is not None and checkpointing.path.exists():
-        resumed = state.load(checkpointing.path, model, optimizer, dist)
-        checkpointing.resumed_from_step = state.step
-        logger.info(
-            "%straining resumes from step %d (%s)",
-            f"rank {dist.rank} of {dist.world}: " if dist.active else "",
-            state.step,
-            checkpointing.path,
-        )
-        if sampler is not None:
-            sampler.load_state_dict(resumed["sampler"])
+    resumed: Mapping[str, Any] = {}
+    if checkpointing is not None:
+        resumed = _resume(checkpointing, state, model, optimizer, sampler, dist)
+        if checkpointing.resumed_from_step:
+            logger.info(
+                "%straining resumes from step %d (%s)",
+                f"rank {dist.rank} of {dist.world}: " if dist.active else "",
+                state.step,
+                checkpointing.path,
+            )
     clock = time.perf_counter() - state.elapsed
     if sampler is None:
         plan: Iterable[PlanStep] = _static_plan(
@@ -450,18 +458,24 @@ def train(
                     )
             every = 0 if checkpointing is None else checkpointing.every_steps
             saved = False
-            at_stop = checkpointing is not None and checkpointing.at_stop
             if dist.active and guard.active and dist.any(guard.requested):
                 guard.request(step)  # every rank stops at the step some rank was signalled in
-            if (
-                guard.requested
-                or (every and state.step % every == 0 and state.step < run_steps)
-                or (at_stop and state.step == run_steps)
-            ):
+            at_stop = (
+                checkpointing is not None
+                and checkpointing.stop_path is not None
+                and state.step == run_steps
+            )
+            periodic = every and state.step % every == 0 and state.step < run_steps
+            if guard.requested or periodic or at_stop:
                 state.elapsed = time.perf_counter() - clock
                 state.merge_ranks()
                 dist.sync_buffers(model)
-                if dist.writer:
+                if dist.writer and at_stop:
+                    stop_path = checkpointing.stop_path
+                    _save_checkpoint(
+                        checkpointing, state, model, optimizer, sampler, plan, stop_path
+                    )
+                if dist.writer and (guard.requested or periodic):
                     saved = _save_checkpoint(checkpointing, state, model, optimizer, sampler, plan)
             if guard.requested:
                 dist.barrier()  # the checkpoint is on disk before any rank leaves
@@ -493,19 +507,24 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     sampler: PassSampler | None,
     plan: Iterable[PlanStep],
+    path: Path | None = None,
 ) -> bool:
-    """Save the training state; on failure warn once and let training go on."""
-    extra = {}
+    """Save the training state (at the checkpoint's path unless `path`, the stop point, is
+    given); on failure warn once and let training go on."""
+    extra: dict[str, Any] = {}
     if isinstance(plan, _DynamicPlan) and sampler is not None:
         extra = {"sampler": sampler.state_dict(), "cursor": plan.cursor}
+    if path is None and checkpointing.extra is not None:
+        extra.update(checkpointing.extra())
+    path = path or checkpointing.path
     try:
-        state.save(checkpointing.path, model, optimizer, extra)
+        state.save(path, model, optimizer, extra)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
         if not checkpointing.save_failed:
             logger.warning(
                 "cannot save the checkpoint %s (%s); training goes on, but an interruption "
                 "now resumes from the last checkpoint saved (this is said once)",
-                checkpointing.path,
+                path,
                 str(err).splitlines()[0] if str(err) else type(err).__name__,
             )
         checkpointing.save_failed = True
@@ -666,7 +685,8 @@ class PassSampler(ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """What the sampler carries from pass to pass, for a checkpoint: all its attributes
-        (a sampler holding something torch.save cannot store overrides this pair)."""
+        (a sampler holding more than tensors and plain values, which a checkpoint is read
+        back as, overrides this pair)."""
         return dict(vars(self))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -754,13 +774,14 @@ class _TrainState:
         atomic_write(path, lambda f: torch.save(payload, f))
 
     def load(
-        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, dist: Dist
-    ) -> dict[str, Any]:
-        """Restore the state saved at `path`; return the whole payload (a sampler's part too).
-
-        Every rank loads the same file; the epoch's partial sums stay with rank 0.
-        """
-        payload = torch.load(path, map_location=self.loss_sum.device, weights_only=False)
+        self,
+        payload: Mapping[str, Any],
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        dist: Dist,
+    ) -> None:
+        """Restore a saved state (`save`'s payload). Every rank loads the same file; the
+        epoch's partial sums stay with rank 0."""
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         self.step, self.epoch, self.elapsed = payload["step"], payload["epoch"], payload["elapsed"]
@@ -772,7 +793,52 @@ class _TrainState:
             self.loss_sum.zero_()
             self.correct.zero_()
             self.seen = 0
-        return payload
+
+
+def _resume(
+    checkpointing: Checkpointing,
+    state: _TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: PassSampler | None,
+    dist: Dist,
+) -> Mapping[str, Any]:
+    """Restore the state to continue from (the caller's `start`, else the checkpoint); return
+    its whole payload (a sampler's part too), or {} when training starts from the beginning.
+
+    A checkpoint that reads but does not fit this run (another model's, a hand-made file)
+    is set aside like an unreadable one, and training starts from the beginning.
+    """
+    payload = checkpointing.start
+    if payload is None:
+        payload = read_state(checkpointing.path, state.loss_sum.device)
+        if payload is None:
+            return {}
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            _restore(payload, state, model, optimizer, sampler, dist)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            set_aside(checkpointing.path, f"not a training state of this run: {err}")
+            model.load_state_dict(initial)
+            state.__init__(state.loss_sum.device, dist)
+            return {}
+    else:
+        _restore(payload, state, model, optimizer, sampler, dist)
+    checkpointing.resumed_from_step = state.step
+    return payload
+
+
+def _restore(
+    payload: Mapping[str, Any],
+    state: _TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: PassSampler | None,
+    dist: Dist,
+) -> None:
+    state.load(payload, model, optimizer, dist)
+    if sampler is not None:
+        sampler.load_state_dict(payload["sampler"])
 
 
 def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):

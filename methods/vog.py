@@ -14,6 +14,7 @@ from methods.core.dynamics import (
     derived_sufficient,
     proxy_key,
     proxy_material,
+    read_network,
     recorded_run,
     restate_cost,
 )
@@ -118,8 +119,14 @@ class VoG(ProxyMethod):
             moments = GradientMoments()
             for epoch in epochs:
                 model = ctx.build_model(proxy.model, 0)
-                state = torch.load(files.weights(epoch), map_location=ctx.device)
-                model.load_state_dict(state)
+                model.load_state_dict(
+                    read_network(
+                        ctx,
+                        files,
+                        epoch,
+                        lambda: recorded_run(ctx, proxy, run, end, weights_at=epochs),
+                    )
+                )
                 moments.add(
                     torch.cat(
                         [

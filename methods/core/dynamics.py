@@ -22,9 +22,10 @@ and jobs, each proxy run is trained once.
 
 from __future__ import annotations
 
+import logging
 import time
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from benchmarks.options import check_option_types
 from benchmarks.seeding import CELL_SEED, derive_seed
+from benchmarks.state_files import read_state, set_aside
 from benchmarks.train import (
     BatchHook,
     Checkpointing,
@@ -54,6 +56,8 @@ from methods.core.base import ScoreContext
 EVAL_SUMMARIES = ("el2n", "p_true", "entropy", "margin", "least_confidence", "correct")
 SHIFT_SUMMARIES = ("prob_shift", "train_el2n_cum")
 RECORDED_SUMMARIES = EVAL_SUMMARIES + SHIFT_SUMMARIES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,38 @@ class DynamicsRecorder:
         # the pass above only resumes the recording: the uninterrupted run does not make it
         self.passes_before, self.passes_start = self.passes[max(self.epochs)], snapshot()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the recording carries from step to step, for a preemption checkpoint:
+        its sums exactly, the summaries of past epochs as stored (float32)."""
+        return {
+            "counters": {name: getattr(self, name) for name in COUNTERS},
+            "epochs": {
+                epoch: {name: values.float() for name, values in summaries.items()}
+                for epoch, summaries in self.epochs.items()
+            },
+            "seconds": dict(self.seconds),
+            "passes": self.passes_record(),
+            "passes_so_far": (self.passes_before + (snapshot() - self.passes_start)).as_record(),
+            "previous_logits": self.previous_logits,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a preemption checkpoint's `state_dict()`."""
+        device = self.y.device
+        for name in COUNTERS:
+            getattr(self, name).copy_(state["counters"][name])
+        self.epochs = {
+            int(epoch): {name: values.to(device).double() for name, values in summaries.items()}
+            for epoch, summaries in state["epochs"].items()
+        }
+        self.seconds = {int(epoch): float(s) for epoch, s in state["seconds"].items()}
+        self.clock = time.perf_counter() - self.seconds[max(self.epochs)]
+        self.passes = {int(e): Tally.from_record(t) for e, t in state["passes"].items()}
+        self.passes_before = Tally.from_record(state["passes_so_far"])
+        self.passes_start = snapshot()
+        logits = state["previous_logits"]
+        self.previous_logits = None if logits is None else logits.to(device)
+
 
 COUNTERS = (
     "forgetting",
@@ -254,7 +290,7 @@ def train_proxy(
 
     Epoch 0 means the freshly initialised network. The same (proxy, run) always gives
     the same network at the same epoch on CPU, whichever score asks for it; with
-    `checkpointing` it continues from the state stored there.
+    `checkpointing` it continues from the state its caller read (`checkpointing.start`).
     """
     settings = ctx.proxy_settings(proxy.epochs)
     if not 0 <= stop_epoch <= settings.epochs:
@@ -263,7 +299,7 @@ def train_proxy(
         )
     seed = proxy.run_seed(run)
     model = ctx.build_model(proxy.model, derive_seed(seed, "init"))
-    resuming = checkpointing is not None and checkpointing.path.exists()
+    resuming = checkpointing is not None and checkpointing.start is not None
     if on_epoch is not None and not resuming:
         on_epoch(0, model)
     if stop_epoch > 0:
@@ -305,16 +341,71 @@ def proxy_key(ctx: ScoreContext, proxy: Proxy, run: int) -> str:
 
 @dataclass(frozen=True)
 class RecordingFiles:
-    """Where a recorded proxy run keeps its summaries, its training state and its networks."""
+    """Where a recorded proxy run keeps its summaries, its training states and its networks.
+
+    Two kinds of training state, never one file: `state(e)`, the state where the stored
+    recording stopped at epoch e, the point a later score's longer recording continues
+    from (named by its epoch, so that a new one never replaces the one the stored
+    summaries end at); and `preemption(start, stop)`, the checkpoint that a training
+    extending the recording from `start` to `stop` saves when its job is preempted, with
+    the recorder's sums, resumed only by that same extension.
+    """
 
     summaries: Path
 
-    @property
-    def state(self) -> Path:
-        return self.summaries.with_name(self.summaries.stem + ".state.pt")
+    def state(self, epoch: int) -> Path:
+        return self._beside(f"state-{epoch}.pt")
+
+    def preemption(self, start: int, stop: int) -> Path:
+        return self._beside(f"preempt-{start}-{stop}.pt")
 
     def weights(self, epoch: int) -> Path:
-        return self.summaries.with_name(f"{self.summaries.stem}.weights-{epoch}.pt")
+        return self._beside(f"weights-{epoch}.pt")
+
+    @property
+    def unversioned_state(self) -> Path:
+        """Where recordings made before the two kinds were apart kept their one state."""
+        return self._beside("state.pt")
+
+    def training_states(self) -> list[Path]:
+        """Every training state and preemption checkpoint of this recording on disk."""
+        folder, stem = self.summaries.parent, self.summaries.stem
+        return [*folder.glob(f"{stem}.state*.pt"), *folder.glob(f"{stem}.preempt-*.pt")]
+
+    def _beside(self, suffix: str) -> Path:
+        return self.summaries.with_name(f"{self.summaries.stem}.{suffix}")
+
+
+def stop_step(ctx: ScoreContext, proxy: Proxy, epoch: int) -> int:
+    """The optimizer step at which proxy training stops after `epoch` epochs of its schedule."""
+    settings = ctx.proxy_settings(proxy.epochs)
+    return round(budget_steps(ctx.n, ctx.n, settings) * epoch / settings.epochs)
+
+
+def continuation_point(
+    ctx: ScoreContext, proxy: Proxy, files: RecordingFiles, epoch: int
+) -> tuple[Path, Mapping[str, Any]] | None:
+    """The training state where the stored recording stopped at `epoch`, if one is readable and
+    is at that epoch's step; a state at another step (one that a preemption saved there
+    before the two files were apart, or a foreign file) is discarded with a warning."""
+    expected = stop_step(ctx, proxy, epoch)
+    for path in (files.state(epoch), files.unversioned_state):
+        state = read_state(path, ctx.device)
+        if state is None:
+            continue
+        step = state.get("step") if isinstance(state, Mapping) else None
+        if step == expected and "model" in state:
+            return path, state
+        log.warning(
+            "%s is a training state at step %s, not at the stop of the stored recording "
+            "(epoch %d, step %d); it is discarded and this proxy run is trained again",
+            path,
+            step,
+            epoch,
+            expected,
+        )
+        path.unlink(missing_ok=True)
+    return None
 
 
 def recorded_run(
@@ -338,6 +429,7 @@ def recorded_run(
             and meta["stop_epoch"] >= stop_epoch
             and set(meta.get("summaries", ())) >= set(RECORDED_SUMMARIES)
             and asked <= set(meta["weights_epochs"])
+            and all(files.weights(e).exists() for e in asked)
         )
 
     def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -345,15 +437,14 @@ def recorded_run(
         previous = None
         stop, keep = stop_epoch, set(asked)
         if found is not None and found[1].get("recorder") == RECORDER_VERSION:
-            stop = max(stop, found[1]["stop_epoch"])
+            stored_stop = found[1]["stop_epoch"]
+            stop = max(stop, stored_stop)
             keep |= set(found[1]["weights_epochs"])
-            continuable = files.state.exists() or found[1]["stop_epoch"] == 0
-            if (
-                continuable
-                and min(asked - set(found[1]["weights_epochs"]), default=stop)
-                > (found[1]["stop_epoch"])
-            ):
-                previous = found
+            on_disk = {e for e in found[1]["weights_epochs"] if files.weights(e).exists()}
+            if stored_stop > 0 and min(asked - on_disk, default=stop) > stored_stop:
+                point = continuation_point(ctx, proxy, files, stored_stop)
+                if point is not None:
+                    previous = Continuation(*found, stored_stop, on_disk, *point)
         keep |= {e for e in (*ctx.keep_weights_at, settings.epochs, stop) if 0 < e <= stop}
         return _record(ctx, proxy, run, stop, sorted(keep), files, previous)
 
@@ -368,6 +459,19 @@ def recorded_run(
     return arrays, meta, files
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A stored recording to extend: its summaries and metadata, the epoch it stopped at, the
+    epochs whose networks are on disk, and the training state at its stop (read and checked)."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    epoch: int
+    kept: set[int]
+    state_path: Path
+    state: Mapping[str, Any]
+
+
 def _record(
     ctx: ScoreContext,
     proxy: Proxy,
@@ -375,20 +479,29 @@ def _record(
     stop_epoch: int,
     keep: list[int],
     files: RecordingFiles,
-    previous: tuple[dict[str, np.ndarray], dict[str, Any]] | None,
+    previous: Continuation | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train (or continue) proxy run `run` to `stop_epoch` under the recorder."""
+    """Train (or continue) proxy run `run` to `stop_epoch` under the recorder.
+
+    Runs under the recording's lock: the training states that this training does not start
+    from are stale and removed; a preemption checkpoint of this same extension is resumed.
+    """
     recorder = DynamicsRecorder(ctx.source, ctx.proxy_settings(proxy.epochs).eval_batch_size)
-    start_epoch, kept = 0, set()
-    if previous is not None and previous[1]["stop_epoch"] > 0:
-        kept = set(previous[1]["weights_epochs"])
-        start_epoch = previous[1]["stop_epoch"]
+    start_epoch = 0 if previous is None else previous.epoch
+    preemption = files.preemption(start_epoch, stop_epoch)
+    for path in files.training_states():
+        if path not in (preemption, previous and previous.state_path):
+            path.unlink(missing_ok=True)
+    kept: set[int] = set()
+    start = _preempted(ctx, proxy, preemption, start_epoch, stop_epoch)
+    if start is not None:
+        recorder.load_state_dict(start["recording"])
+        kept = set(start["recording"]["kept"])
+    elif previous is not None:
+        start, kept = previous.state, set(previous.kept)
         stored = ctx.build_model(proxy.model, 0)
-        state = torch.load(files.state, map_location=ctx.device, weights_only=False)
-        stored.load_state_dict(state["model"])
-        recorder.restore(previous[0], previous[1], stored)
-    else:
-        files.state.unlink(missing_ok=True)
+        stored.load_state_dict(start["model"])
+        recorder.restore(previous.arrays, previous.meta, stored)
 
     def on_epoch(epoch: int, model: torch.nn.Module) -> None:
         recorder.on_epoch(epoch, model)
@@ -397,8 +510,15 @@ def _record(
             atomic_write(files.weights(epoch), lambda f: torch.save(state, f))
             kept.add(epoch)
 
-    checkpointing = Checkpointing(files.state, every_steps=0, at_stop=True)
+    checkpointing = Checkpointing(
+        preemption,
+        every_steps=0,
+        start=start,
+        stop_path=files.state(stop_epoch) if stop_epoch > 0 else None,
+        extra=lambda: {"recording": {**recorder.state_dict(), "kept": sorted(kept)}},
+    )
     train_proxy(ctx, proxy, run, stop_epoch, recorder.on_batch, on_epoch, checkpointing)
+    preemption.unlink(missing_ok=True)
     if start_epoch == 0 and stop_epoch > 0:
         ctx.cost.trainings_run += 1
     ctx.cost.epochs_run += stop_epoch - start_epoch
@@ -410,6 +530,39 @@ def _record(
         "passes": recorder.passes_record(),
     }
     return recorder.arrays(), meta
+
+
+def _preempted(
+    ctx: ScoreContext, proxy: Proxy, path: Path, start_epoch: int, stop_epoch: int
+) -> Mapping[str, Any] | None:
+    """The preemption checkpoint of this extension, if readable and between its two ends."""
+    state = read_state(path, ctx.device)
+    if state is None:
+        return None
+    first, last = stop_step(ctx, proxy, start_epoch), stop_step(ctx, proxy, stop_epoch)
+    if (
+        isinstance(state, Mapping)
+        and isinstance(state.get("recording"), Mapping)
+        and isinstance(state.get("step"), int)
+        and first < state["step"] <= last
+    ):
+        return state
+    set_aside(path, "not a preemption checkpoint of this proxy training")
+    return None
+
+
+def read_network(
+    ctx: ScoreContext, files: RecordingFiles, epoch: int, record_again: Callable[[], Any]
+) -> dict[str, torch.Tensor]:
+    """The network a recording kept at `epoch`; a file found unreadable (set aside) is made
+    again by `record_again()` (the recorded run asked once more, which retrains it)."""
+    state = read_state(files.weights(epoch), ctx.device)
+    if state is None:
+        record_again()
+        state = read_state(files.weights(epoch), ctx.device)
+    if state is None:
+        raise RuntimeError(f"{files.weights(epoch)} is unreadable after it was made again")
+    return state
 
 
 def dynamics(ctx: ScoreContext, proxy: Proxy, run: int, stop_epoch: int) -> dict[str, np.ndarray]:
@@ -428,7 +581,11 @@ def proxy_network(
     seconds, passes = 0.0, {}
     if epoch > 0:
         arrays, meta, files = recorded_run(ctx, proxy, run, epoch, weights_at=(epoch,))
-        model.load_state_dict(torch.load(files.weights(epoch), map_location=ctx.device))
+        model.load_state_dict(
+            read_network(
+                ctx, files, epoch, lambda: recorded_run(ctx, proxy, run, epoch, weights_at=(epoch,))
+            )
+        )
         seconds = float(arrays["seconds"][np.flatnonzero(arrays["epochs"] == epoch)[0]])
         passes = meta["passes"][str(epoch)]
     cost = {
