@@ -80,8 +80,16 @@ class TrainSettings:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr} must be > 0")
+        for name, allowed, inside in (
+            ("lr", "> 0", lambda v: v > 0),
+            ("gamma", "in (0, 1]", lambda v: 0 < v <= 1),
+            ("momentum", "in [0, 1)", lambda v: 0 <= v < 1),
+            ("weight_decay", ">= 0", lambda v: v >= 0),
+            ("label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and inside(value)):
+                raise ConfigError(f"train.{name}={value} must be a finite number {allowed}")
         if not all(0 < m < 1 for m in self.milestones):
             raise ConfigError(f"train.milestones={list(self.milestones)} must lie in (0, 1)")
 
