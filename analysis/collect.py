@@ -64,14 +64,19 @@ def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> 
                 "--group and --tag filter W&B runs; use them with wandb:ENTITY/PROJECT "
                 "or wandb-offline:DIR"
             )
-        records = local_records(Path(source))
+        unreadable: list[str] = []
+        records = local_records(Path(source), unreadable)
     all_runs = records_frame(records)
     runs, notes = finished_runs(all_runs, source)
+    if not source.startswith((WANDB_PREFIX, WANDB_OFFLINE_PREFIX)):
+        notes = unreadable + notes
     return Collection(source, all_runs, runs, notes)
 
 
-def local_records(root: Path) -> list[dict[str, Any]]:
-    """Every record below `root`; temp files of writes in flight (".name") are skipped."""
+def local_records(root: Path, unreadable: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every record below `root`; temp files of writes in flight (".name") are skipped, and so
+    is a file that is not a readable record (a disk that filled, a hand edit), with a note
+    in `unreadable`: its cell's rerun wrote another record that the tables read."""
     if not root.exists():
         raise AnalysisError(f"results directory {str(root)!r} does not exist")
     if not root.is_dir():
@@ -82,8 +87,10 @@ def local_records(root: Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise AnalysisError(f"cannot read record {str(path)!r}: {err}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            if unreadable is not None:
+                unreadable.append(f"skipped {str(path)!r}: not a readable record ({err})")
+            continue
         if isinstance(record, dict) and record.get("schema") == SCHEMA and "cell" in record:
             record["record_path"] = str(path)  # where it is now, not where it was written
             records.append(record)

@@ -9,11 +9,16 @@ read it; `tempfile.mkstemp` alone would leave it 0600.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+# a write that failed with this little room left failed because the disk is full
+FULL_BELOW_BYTES = 1 << 20
 
 
 def atomic_write(path: Path, write: Callable[[IO[Any]], None], binary: bool = True) -> None:
@@ -27,6 +32,11 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], None], binary: bool = Tr
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as err:
+        # torch.save reports a full disk as "unexpected pos N vs M": say what it is
+        if shutil.disk_usage(path.parent).free < FULL_BELOW_BYTES:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)
     _fsync_dir(path.parent)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import IntEnum
@@ -24,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from benchmarks.config_schema import describe
+from benchmarks.config_schema import SEED_RANGE, describe
 from benchmarks.errors import PrunebenchError, RankStopped, RunDiverged
 
 
@@ -89,18 +90,20 @@ class SweepOutcomes(Callback):
 
     Under a submitit launcher (local or SLURM) a job runs in another process, often on
     another node: it leaves its code in its own output folder, and the launching process
-    reads them all when the sweep ends (stale ones of an earlier sweep are removed first).
-    Registered in conf/config.yaml under hydra.callbacks.
+    reads them when the sweep ends. The file is named by the launch (an id the launching
+    process puts in the environment, which its jobs inherit), so that two sweeps sharing a
+    sweep folder (started in the same second) never read each other's codes. Registered in
+    conf/config.yaml under hydra.callbacks.
     """
 
     FILE = ".prunebench_exit_code"
+    LAUNCH = "PRUNEBENCH_LAUNCH_ID"
 
     def __init__(self) -> None:
         self._first = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        for path in Path(str(config.hydra.sweep.dir)).rglob(self.FILE):
-            path.unlink(missing_ok=True)
+        os.environ[self.LAUNCH] = uuid.uuid4().hex
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._first = len(_outcomes)
@@ -109,11 +112,15 @@ class SweepOutcomes(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         code = max(_outcomes[self._first :], default=ExitCode.FINISHED)
-        (Path(str(config.hydra.runtime.output_dir)) / self.FILE).write_text(f"{int(code)}\n")
+        (Path(str(config.hydra.runtime.output_dir)) / self._file()).write_text(f"{int(code)}\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        for path in Path(str(config.hydra.sweep.dir)).rglob(self.FILE):
+        for path in Path(str(config.hydra.sweep.dir)).rglob(self._file()):
             report(ExitCode(int(path.read_text())))
+            path.unlink(missing_ok=True)
+
+    def _file(self) -> str:
+        return f"{self.FILE}.{os.environ.get(self.LAUNCH, 'unnamed')}"
 
 
 def run_entry_point(hydra_main: Callable[[], Any]) -> NoReturn:
@@ -131,6 +138,12 @@ def run_entry_point(hydra_main: Callable[[], Any]) -> NoReturn:
         if wants_trace:
             raise
         error(describe(err))
+        report(ExitCode.BAD_INPUT)
+    except ValueError as err:
+        if "integer string conversion" not in str(err):
+            raise
+        # Hydra's override parser meets an integer longer than Python converts
+        error(f"an override holds an integer too long to read ({err}); {SEED_RANGE}")
         report(ExitCode.BAD_INPUT)
     except Exception:
         # outside any cell: a launcher's failure, e.g. a submitit task that was killed

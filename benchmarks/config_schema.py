@@ -222,6 +222,10 @@ def register() -> None:
         store.store(group="schema", name=name, node=node, package="_global_")
 
 
+# seeds are hashed into the 63-bit streams of benchmarks/seeding.py and named in file names
+SEED_RANGE = "seeds are integers in [0, 2**63)"
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the composed config against its schema; ConfigError names the first bad key.
 
@@ -240,6 +244,11 @@ def validate(cfg: DictConfig) -> None:
             _check_section("data", own, {k: v for k, v in data.items() if k in own_keys})
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, schema, data.get("name"))) from None
+    seeds = {"seed": plain.get("seed")}
+    seeds.update({f"data.{k}": v for k, v in data.items() if k.endswith("_seed")})
+    for key, value in seeds.items():
+        if isinstance(value, int) and not 0 <= value < 2**63:
+            raise ConfigError(f"{key}={value} is out of range: {SEED_RANGE}")
 
 
 def _check_section(name: str, schema: type, values: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from benchmarks.errors import ConfigError
+from benchmarks.state_files import read_state_strictly
 
 INSTALL_TIMM = "model=timm needs the timm package: pip install 'prunebench[timm]'"
 # Python's own words when a builder sets an argument that the user passes too
@@ -198,14 +199,23 @@ def torchvision_body(
         alternative = own if getattr(built, "__name__", None) in classes else ""
         body = _create(models.get_model, arch, "image_size", size, options, alternative)
     if weights:
-        state = torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True)
-        body.load_state_dict(state)
+        body.load_state_dict(_weights_file(weights))
     _adapt_input_channels(body, in_channels, arch, trained=bool(pretrained or weights))
     linears = [name for name, m in body.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ConfigError(f"model.arch={arch} has no Linear classifier to replace by the head")
     _replace(body, linears[-1], nn.Identity())
     return body, _feature_dim(body, in_channels, image_size, arch)
+
+
+def _weights_file(weights: str) -> Mapping[str, torch.Tensor]:
+    """model.weights: a state dict read without running code (a hostile file is refused)."""
+    state = read_state_strictly(Path(weights).expanduser(), f"model.weights={weights}")
+    if not isinstance(state, Mapping):
+        raise ConfigError(
+            f"model.weights={weights}: holds a {type(state).__name__}, not a state dict"
+        )
+    return state
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

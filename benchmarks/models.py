@@ -35,6 +35,10 @@ LIBRARY_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
 }
 
 
+# below any spread of 8-bit pixels (one grey level in 1e13 pixels is 4e-10): a constant channel
+CONSTANT_STD = 1e-10
+
+
 class Classifier(nn.Module):
     """Normalisation + feature extractor + linear head.
 
@@ -59,7 +63,11 @@ class Classifier(nn.Module):
         self.register_buffer(
             "mean", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
         )
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1))
+        # a constant channel (a blank one; its std is 0 up to rounding) is divided by 1, so it
+        # reaches the body as about zero, not as rounding noise over 1e-18 (inf, then NaN)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        std_t = torch.where(std_t > CONSTANT_STD, std_t, torch.ones_like(std_t))
+        self.register_buffer("std", std_t.view(1, channels, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map uint8 pixels to the normalised float input the body sees."""

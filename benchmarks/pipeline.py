@@ -7,7 +7,9 @@ knows which method chose its subset.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import logging
 import operator
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +38,14 @@ from benchmarks.distributed import (
     read_launch,
     setup,
 )
-from benchmarks.errors import ConfigError, DataError, PrunebenchError, RankStopped, RunDiverged
+from benchmarks.errors import (
+    ConfigError,
+    DataError,
+    PrunebenchError,
+    RankStopped,
+    RunDiverged,
+    StorageError,
+)
 from benchmarks.identity import cell_identity, describe_change
 from benchmarks.models import check_model, model_options
 from benchmarks.noise import flip_labels
@@ -52,7 +61,7 @@ from benchmarks.results import (
     utc_now,
 )
 from benchmarks.seeding import derive_seed
-from benchmarks.storage import check_writable, fallback_folders, save_record_or_fallback
+from benchmarks.storage import check_writable, fallback_folders, os_error, save_record_or_fallback
 from benchmarks.subsets import Subset
 from benchmarks.summary import changed_line
 from benchmarks.train import (
@@ -70,6 +79,8 @@ from methods.core.base import PruningMethod, ScoreContext, ScoreCost
 from methods.core.ccs import ccs_cut_scores
 from methods.core.proxy_method import epoch_at
 from methods.core.select import PruneSpec, ccs_beta_for, kept_count
+
+log = logging.getLogger(__name__)
 
 
 class Timer:
@@ -380,6 +391,15 @@ def _run_cell(
     except PrunebenchError:
         record["status"] = "rejected"
         raise
+    except OSError as err:
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {err}"
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageError(
+            f"cannot write {err.filename or 'a file'}: {os_error(err)}; free space there, "
+            "then a rerun runs this cell again"
+        ) from None
     except Exception as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
@@ -534,6 +554,13 @@ def _execute(
     record["data"] = prep.data_summary()
     method = method.resolve(ctx)
     static = method.prunes and not method.dynamic
+    every_class = static and not cfg.data.get("allow_missing_classes", False)
+    if every_class and kept_count(ctx.n, spec.fraction) < ctx.num_classes:
+        raise DataError(
+            f"prune.fraction={spec.fraction:g} keeps {kept_count(ctx.n, spec.fraction)} of the "
+            f"{ctx.n} training examples, fewer than the {ctx.num_classes} classes; use more data, "
+            "a lower fraction, or set data.allow_missing_classes=true"
+        )
 
     def score_and_select() -> tuple[np.ndarray | None, np.ndarray, LossWeights | None]:
         with timer.stage("score"):
@@ -548,6 +575,20 @@ def _execute(
         return scores, kept, weights
 
     scores, kept, weights = _selected_on_writer(dist, record["run_key"], score_and_select)
+    per_class = np.bincount(ctx.labels[kept], minlength=ctx.num_classes)
+    if every_class and per_class.min() == 0:
+        # a score order may drop whole classes (hard examples at a high fraction): a result,
+        # said once, that prune.balance=true avoids
+        log.warning(
+            "the kept subset (%d of %d examples, prune.fraction=%g) has no example of %d of %d "
+            "classes (kept per class: %s); prune.balance=true keeps every class",
+            kept.size,
+            ctx.n,
+            spec.fraction,
+            int((per_class == 0).sum()),
+            ctx.num_classes,
+            ", ".join(map(str, per_class.tolist())),
+        )
     sampler = method.sampler(ctx.n, spec.fraction) if method.dynamic else None
     record["selection"] = {
         "total": ctx.n,
@@ -555,7 +596,7 @@ def _execute(
         "expected_kept": kept_count(ctx.n, spec.fraction) if static else ctx.n,
         "fraction_removed": 1.0 - kept.size / ctx.n,
         "kept_indices_sha256": indices_hash(prep.origin[kept]),
-        "kept_per_class": np.bincount(ctx.labels[kept], minlength=ctx.num_classes).tolist(),
+        "kept_per_class": per_class.tolist(),
         "kept_flipped": int(np.isin(prep.flipped, kept).sum()),
         "score_cost": ctx.cost.as_record(),
         "method_options": method.options(),

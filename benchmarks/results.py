@@ -50,6 +50,9 @@ SPEED_ONLY_TRAIN_KEYS = ("compile", "cudnn_benchmark")
 # cell (the record states the world size and sync_bn).
 LAYOUT_TRAIN_KEYS = ("sync_bn",)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# the readable part of a record's file name (a long method.label is cut): with the run key,
+# the stamp, a sidecar's suffix and a temp file's affixes, names stay far below 255 bytes
+NAME_CHARS = 100
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,7 @@ def records_of_cell(results_dir: Path, cell: Mapping[str, Any]) -> list[dict[str
 
 def _cell_name(cell: Mapping[str, Any]) -> str:
     name = f"{cell['data']}_{cell['model']}_{cell['method']}_f{cell['fraction']:g}_s{cell['seed']}"
-    return re.sub(r"[^A-Za-z0-9_.=-]", "-", name)
+    return re.sub(r"[^A-Za-z0-9_.=-]", "-", name)[:NAME_CHARS]
 
 
 def save_record(results_dir: Path, record: dict[str, Any]) -> Path:
@@ -164,6 +167,7 @@ def find_records(results_dir: Path, key: str, status: str | None = None) -> list
     for path in sorted(Path(results_dir).rglob(f"*_{key}_*.json")):
         record = read_record(path)
         if record is not None and (status is None or record.get("status") == status):
+            record["record_path"] = str(path)  # where it is now (it may have been moved here)
             found.append(record)
     return found
 

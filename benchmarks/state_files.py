@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.errors import ConfigError
+
 CORRUPT_SUFFIX = ".corrupt"
 # lines of torch's weights-only refusal that say nothing about the file itself
 _BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
@@ -38,6 +40,17 @@ def read_state(path: Path, map_location: torch.device | str = "cpu") -> Any | No
     except Exception as err:  # unpickling fails in many types: EOFError, UnpicklingError, ...
         set_aside(path, load_failure(err))
         return None
+
+
+def read_state_strictly(path: Path, key: str | None = None) -> Any:
+    """A file the user named (model.weights, a score file): read like a state, and refused in
+    one line (ConfigError naming `key`, or the file) when it cannot be read that way."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling fails in many types: EOFError, UnpicklingError, ...
+        raise ConfigError(f"{key or path}: cannot read it ({load_failure(err)})") from None
 
 
 def load_failure(err: Exception) -> str:

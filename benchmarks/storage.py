@@ -6,6 +6,7 @@ written, after the whole training; on a cluster every cell of a grid trained and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -80,6 +81,7 @@ def save_record_or_fallback(
         try:
             path = save_with_subset(folder, record, subset)
         except OSError:
+            _remove_if_empty(folder)
             continue
         raise StorageError(
             f"{problem}; the {what} record is saved in {path} instead: move it into "
@@ -108,3 +110,9 @@ def save_with_subset(folder: Path, record: dict[str, Any], subset: Subset | None
         raise
     remove_orphans(folder, record["run_key"])
     return path
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A fallback folder made for a record that could not go there is not left behind."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()

@@ -27,13 +27,11 @@ def _title(cell: Mapping[str, Any]) -> str:
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     cell = record["cell"]
     title = _title(cell)
-    if record.get("skipped"):
-        return [
-            f"{title} | seed {cell['seed']}: skipped, "
-            f"{record['status']} record exists: {record['record_path']}"
-        ]
-    sel, metrics, t = record["selection"], record["metrics"], record["timings"]
     balanced = ", balanced" if cell["balance"] else ""
+    title = f"{title} ({cell['keep']}{balanced}) | seed {cell['seed']}"
+    if record.get("skipped"):
+        return [f"{title}: skipped, {record['status']} record exists: {record['record_path']}"]
+    sel, metrics, t = record["selection"], record["metrics"], record["timings"]
     if "dynamic" in sel:
         dyn = sel["dynamic"]
         kept = (
@@ -47,7 +45,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     spread = record["env"].get("distributed") or {}
     ranks = f" x {spread['world_size']} ranks" if spread.get("world_size", 1) > 1 else ""
     return [
-        f"{title} ({cell['keep']}{balanced}) | seed {cell['seed']}",
+        title,
         f"  {kept}; {record['train']['steps']} steps ({cell['budget']} budget, "
         f"{cell['epochs']} epochs)",
         f"  test acc {metrics['test_acc']:.4f}  loss {metrics['test_loss']:.4f}{val}",

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.bundles import resolve_input
 from benchmarks.errors import ConfigError
+from benchmarks.state_files import read_state_strictly
 from methods.core.base import PruningMethod, ScoreContext
 from methods.core.registry import register
 
@@ -80,11 +81,18 @@ def read_score_file(path: str | None, column: str) -> ScoreFile:
     if not file.is_file():
         raise ConfigError(f"method.path={path}: no such file")
     sidecar = file.with_name(file.name + ".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
     try:
-        table = _read_table(file, meta)
-    except (OSError, ValueError, RuntimeError, pd.errors.ParserError) as err:
-        raise ConfigError(f"method.path={path}: cannot read it ({err})") from None
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"method.path={path}: its sidecar {sidecar} is not JSON ({err})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"method.path={path}: its sidecar {sidecar} is not a JSON object")
+    try:
+        table = _read_table(file, meta, path)
+    except (OSError, ValueError, RuntimeError, EOFError, pd.errors.ParserError) as err:
+        raise ConfigError(f"method.path={path}: cannot read it ({err or 'empty'})") from None
     if isinstance(table, np.ndarray):
         values = table.astype(np.float64)
         if values.ndim != 1:
@@ -104,11 +112,16 @@ def read_score_file(path: str | None, column: str) -> ScoreFile:
     return ScoreFile(index=index, scores=values, meta=meta, labels=labels, keyed=keyed)
 
 
-def _read_table(file: Path, meta: dict[str, Any]) -> np.ndarray | pd.DataFrame:
+def _read_table(file: Path, meta: dict[str, Any], path: str) -> np.ndarray | pd.DataFrame:
     if file.suffix == ".csv":
         return pd.read_csv(file)
     if file.suffix == ".pt":
-        return torch.load(file, map_location="cpu", weights_only=True).numpy()
+        values = read_state_strictly(file, f"method.path={path}")
+        if not isinstance(values, torch.Tensor):
+            raise ConfigError(
+                f"method.path={path}: holds a {type(values).__name__}, not a tensor of scores"
+            )
+        return values.numpy()
     values = np.load(file, allow_pickle=False)
     if values.ndim == 2 and meta.get("columns"):  # score.py's .npy export: its columns
         if len(meta["columns"]) != values.shape[1]:
@@ -127,8 +140,13 @@ def _columns(
                 f"{', '.join(map(str, table.columns))}"
             )
     raw = pd.to_numeric(table["index"], errors="coerce").to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
-        raise ConfigError(f"method.path={path}: the index column must hold integers >= 0")
+    if (
+        not np.all(np.isfinite(raw))
+        or np.any(raw != np.round(raw))
+        or np.any(raw < 0)
+        or np.any(raw >= 2**63)  # would wrap to a negative int64
+    ):
+        raise ConfigError(f"method.path={path}: the index column must hold integers in [0, 2**63)")
     index = raw.astype(np.int64)
     unique, counts = np.unique(index, return_counts=True)
     if (counts > 1).any():

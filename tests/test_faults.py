@@ -418,3 +418,24 @@ def test_rs2_on_a_results_dir_that_fills_after_the_first_checkpoint_keeps_its_me
     assert file_sha256(sidecar) == record["selection"]["subset"]["sha256"]
     presented = record["selection"]["dynamic"]["seen_fraction"] * 6 * 300
     assert read_subset(sidecar).counts.sum() == round(presented)
+
+
+def test_a_planted_cifar_pickle_is_refused_in_one_line_and_runs_nothing(tmp_path):
+    import pickle
+
+    from test_data import cifar_batch, write_pickle
+
+    from benchmarks.data import load_dataset
+    from benchmarks.errors import DataError
+
+    folder, marker = tmp_path / "cifar-10-batches-py", tmp_path / "marker"
+    for i in range(1, 6):
+        write_pickle(folder / f"data_batch_{i}", cifar_batch(3, "labels", 3 * i))
+    write_pickle(folder / "test_batch", cifar_batch(4, "labels", 99))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": Planted(marker)}))
+    cfg = {"name": "cifar10", "root": str(tmp_path), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError) as refused:
+        load_dataset(cfg)
+    assert str(refused.value).startswith(f"{folder / 'batches.meta'}: not a readable CIFAR pickle")
+    assert "pathlib" in str(refused.value) and "\n" not in str(refused.value)
+    assert not marker.exists()

@@ -75,11 +75,33 @@ def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+# Besides plain values, an official CIFAR pickle holds numpy arrays (written by numpy 1 or 2,
+# and bytes as _codecs.encode when Python 3 writes protocol 2): nothing else is resolved.
+CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the official files hold, so a planted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR pickle never holds; refused unread"
+            )
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path, *keys: str) -> dict[str, Any]:
     """A CIFAR pickle; any failure to unpickle (many exception types) is one DataError."""
     try:
         with path.open("rb") as f:
-            blob = pickle.load(f, encoding="latin1")
+            blob = _CifarUnpickler(f, encoding="latin1").load()
     except Exception as err:
         raise DataError(
             f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err})"

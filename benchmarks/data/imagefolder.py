@@ -125,6 +125,12 @@ def tree_arrays(
     """Examples sorted by (class, file name), so that their order never depends on the source."""
     images.sort(key=lambda im: (im.label, im.file))
     by_split = {s: [im for im in images if im.split == s] for s in splits}
+    empty = [s for s in splits if not by_split[s]]
+    if empty:
+        raise DataError(
+            f"{name}: the class folders of {' and '.join(empty)} hold no images (files ending "
+            f"in {', '.join(sorted(IMAGE_SUFFIXES))}); an image tree is <split>/<class>/<image>"
+        )
     classes = same_classes(name, {s: [im.label for im in by_split[s]] for s in splits})
     reference = images[0]
     for im in images:

@@ -50,6 +50,9 @@ def sliding_window_epochs(
     return {"horizon": horizon, "window": window}
 
 
+MAX_RUNS = 1000
+
+
 @dataclass
 class ProxyMethod(PruningMethod):
     """`runs` independent proxy trainings (different init and data order), averaged."""
@@ -61,8 +64,11 @@ class ProxyMethod(PruningMethod):
     proxy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if int(self.runs) < 1:
-            raise ConfigError(f"method.runs={self.runs} must be >= 1")
+        if not 1 <= int(self.runs) <= MAX_RUNS:
+            raise ConfigError(
+                f"method.runs={self.runs} must be in [1, {MAX_RUNS}]: each run is a whole "
+                "proxy training (Data Diet averages 10)"
+            )
         Proxy.from_options(self.proxy)
         for name in ("epoch_fraction", "horizon_fraction"):
             value = getattr(self, name, None)
