@@ -108,15 +108,23 @@ def open_bundle(bundle: Path) -> Path:
     return folder
 
 
-def resolve_input(name: str) -> str:
-    """`BUNDLE.tar.gz:MEMBER` -> the checked, unpacked member's path; other names as given."""
+def split_member(name: str) -> tuple[str, str] | None:
+    """`BUNDLE.tar.gz:MEMBER` -> (the bundle's file, the member); None for a plain file name."""
     for suffix in SUFFIXES:
         marker = suffix + ":"
         if marker in name:
             archive, member = name.split(marker, 1)
-            folder = open_bundle(Path(archive + suffix))
-            path = folder / member_name(member)
-            if not path.is_file():
-                raise BundleError(f"{name}: the bundle has no member {member!r}")
-            return str(path)
-    return name
+            return archive + suffix, member
+    return None
+
+
+def resolve_input(name: str) -> str:
+    """`BUNDLE.tar.gz:MEMBER` -> the checked, unpacked member's path; other names as given."""
+    parts = split_member(name)
+    if parts is None:
+        return name
+    archive, member = parts
+    path = open_bundle(Path(archive)) / member_name(member)
+    if not path.is_file():
+        raise BundleError(f"{name}: the bundle has no member {member!r}")
+    return str(path)

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, packages_distributions, ver
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bundles import split_member
 from benchmarks.registry import BUILT_IN, Registry
 from benchmarks.subsets import file_sha256
 
@@ -90,9 +91,11 @@ def _names_a_file(option: str) -> bool:
 
 
 def _content(path: str) -> str | None:
-    """The file's sha256; None when it cannot be read (the method reports that itself)."""
+    """The file's sha256 (a bundle member's: its bundle's, whose manifest pins every member);
+    None when it cannot be read (the method reports that itself)."""
+    member = split_member(path)
     try:
-        return file_sha256(Path(path).expanduser())
+        return file_sha256(Path(path if member is None else member[0]).expanduser())
     except OSError:
         return None
 

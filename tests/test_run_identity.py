@@ -127,3 +127,20 @@ def test_any_method_option_naming_a_file_puts_its_content_in_the_cell(tmp_path):
     assert cell_identity(cfg) == {
         "inputs": {"method.path": digest, "method.proxy.score_file": digest}
     }
+
+
+def test_a_bundle_member_is_identified_by_its_bundles_content(tmp_path):
+    import methods  # noqa: F401  (registers the built-ins)
+    from benchmarks.identity import cell_identity
+
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(b"first release")
+    cfg = {
+        "data": {"name": "digits"},
+        "model": {"name": "cnn"},
+        "method": {"name": "subset", "path": f"{bundle}:subsets/run.kept.npz"},
+    }
+    first = cell_identity(cfg)
+    assert first == {"inputs": {"method.path": hashlib.sha256(b"first release").hexdigest()}}
+    bundle.write_bytes(b"second release")
+    assert cell_identity(cfg) != first
