@@ -48,6 +48,7 @@ class Collection:
 
 def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> Collection:
     """Records of a results directory (recursive), `wandb:ENTITY/PROJECT` or `wandb-offline:DIR`."""
+    unreadable: list[str] = []  # notes on files of a local source that are no record
     if source.startswith(WANDB_PREFIX):
         records = wandb_records(source[len(WANDB_PREFIX) :], group, tags)
     elif source.startswith(WANDB_OFFLINE_PREFIX):
@@ -57,20 +58,17 @@ def collect(source: str, group: str | None = None, tags: Sequence[str] = ()) -> 
             folder = open_bundle(Path(source))
         except BundleError as err:
             raise AnalysisError(str(err)) from None
-        records = local_records(folder / "records")
+        records = local_records(folder / "records", unreadable)
     else:
         if group or tags:
             raise AnalysisError(
                 "--group and --tag filter W&B runs; use them with wandb:ENTITY/PROJECT "
                 "or wandb-offline:DIR"
             )
-        unreadable: list[str] = []
         records = local_records(Path(source), unreadable)
     all_runs = records_frame(records)
     runs, notes = finished_runs(all_runs, source)
-    if not source.startswith((WANDB_PREFIX, WANDB_OFFLINE_PREFIX)):
-        notes = unreadable + notes
-    return Collection(source, all_runs, runs, notes)
+    return Collection(source, all_runs, runs, unreadable + notes)
 
 
 def local_records(root: Path, unreadable: list[str] | None = None) -> list[dict[str, Any]]:
