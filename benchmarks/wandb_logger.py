@@ -98,6 +98,8 @@ def run_summary(record: Mapping[str, Any]) -> dict[str, Any]:
             # the resolved options: the epoch a score was taken at when it follows the schedule
             "method_options": dict(sel.get("method_options") or {}),
             **({"dynamic": dict(sel["dynamic"])} if "dynamic" in sel else {}),
+            # the class balance of the kept set (python -m analysis classes)
+            **({"kept_per_class": list(sel["kept_per_class"])} if "kept_per_class" in sel else {}),
         }
     if "compute" in record:
         summary["compute"] = {k: v for k, v in record["compute"].items() if k != "passes"}
