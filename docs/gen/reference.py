@@ -310,19 +310,24 @@ def method_families() -> dict[str, tuple[str, str]]:
     return families
 
 
-def method_lines() -> list[str]:
-    """One line per registered method, for the README: `name`: definition."""
+def built_in_methods() -> list[type]:
+    """The methods prunebench ships: a plugin loaded in the same process is not the docs'."""
+    from benchmarks.registry import BUILT_IN
     from methods import method_classes
+    from methods.core.registry import METHODS
 
-    return [f"- `{cls.name}`: {cls.summary}" for cls in method_classes()]
+    return [cls for cls in method_classes() if METHODS.origin(cls.name) == BUILT_IN]
+
+
+def method_lines() -> list[str]:
+    """One line per built-in method, for the README: `name`: definition."""
+    return [f"- `{cls.name}`: {cls.summary}" for cls in built_in_methods()]
 
 
 def methods_page() -> str:
     """methods/all.md: every registered method, what it scores, its paper, direction, cost
     and options with their defaults, as `python -m methods` states them."""
-    from methods import method_classes
-
-    classes = method_classes()
+    classes = built_in_methods()
     families = method_families()
     parts = [
         "# All methods\n",
