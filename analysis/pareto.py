@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from analysis.errors import AnalysisError
 from analysis.leaderboard import Table
+from analysis.plot import save_with_legend
 from analysis.render import fraction_header, tex
 
 
@@ -247,13 +248,4 @@ def plot_pareto(all_points: list[Point], metric_title: str, stem: Path) -> list[
         ax.set_ylabel(metric_title)
         ax.set_title(f"{data} / {model}", fontsize=10)
         ax.grid(alpha=0.3)
-    legend = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=7)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + suffix) for suffix in (".png", ".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    return paths
+    return save_with_legend(fig, list(axes), stem)

@@ -35,8 +35,13 @@ def plot(tables: list[Table], stem: Path) -> list[Path]:
     for ax in axes.flat[len(tables) :]:
         ax.set_visible(False)
     # one legend beside the panels, so that no line is hidden under it
+    return save_with_legend(fig, list(axes.flat[: len(tables)]), stem)
+
+
+def save_with_legend(fig: Figure, axes: list[Axes], stem: Path) -> list[Path]:
+    """One legend for all panels (each label once), then `stem`.png and .pdf for a paper."""
     legend = {}
-    for ax in axes.flat[: len(tables)]:
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
     fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=7)
