@@ -3,34 +3,15 @@
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import pytest
 import wandb
-from hydra import compose, initialize_config_dir
 from test_wandb_logger import offline_runs, read_offline_run
+from tiny_cell import run_tiny_cell
 
 from analysis.__main__ import main
 from analysis.bundle import log_artifact
 from benchmarks.errors import ConfigError
-from benchmarks.pipeline import run
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "data.max_train=200",
-    "model=mlp",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "score.epoch=1",
-    "score.runs=1",
-    "run.checkpoint_steps=0",
-]
-
-
-def _run(folder, *overrides):
-    places = [f"results.dir={folder / 'results'}", f"cache.dir={folder / 'cache'}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return run(compose("config", overrides=[*TINY, *places, *overrides]), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +20,8 @@ def study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
     for method in ("random", "el2n"):
         for fraction in (0.3, 0.5):
-            _run(folder, f"method={method}", f"prune.fraction={fraction}")
-    _run(folder, "method=full")
+            run_tiny_cell(folder, f"method={method}", f"prune.fraction={fraction}")
+    run_tiny_cell(folder, "method=full")
     bundle = folder / "study.tar.gz"
     assert main(["bundle", str(folder / "results"), "--out", str(bundle)]) == 0
     return folder, bundle
@@ -94,11 +75,11 @@ def test_precomputed_and_subset_read_straight_from_the_bundle(study, tmp_path):
     (scores,) = [n for n in names if n.startswith("scores/") and n.endswith(".csv")]
     source = json.loads((next((folder / "results").glob("*_el2n_f0.3_*.json"))).read_text())
     sidecar = f"records/{source['selection']['subset']['file']}"
-    again = _run(
+    again = run_tiny_cell(
         tmp_path, "method=precomputed", f"method.path={bundle}:{scores}", "prune.fraction=0.3"
     )
     assert again["selection"]["kept_indices_sha256"] == source["selection"]["kept_indices_sha256"]
-    same = _run(tmp_path, "method=subset", f"method.path={bundle}:{sidecar}")
+    same = run_tiny_cell(tmp_path, "method=subset", f"method.path={bundle}:{sidecar}")
     assert same["selection"]["kept_indices_sha256"] == source["selection"]["kept_indices_sha256"]
     assert same["metrics"]["test_acc"] == source["metrics"]["test_acc"]
 
@@ -132,7 +113,9 @@ def test_a_tampered_member_is_refused_in_one_line(study, tmp_path, capsys):
 
     _refused(capsys, _rewrite(bundle, tmp_path / "t.tar.gz", tamper), "does not match its sha256")
     with pytest.raises(ConfigError, match="does not match its sha256"):
-        _run(tmp_path, "method=subset", f"method.path={tmp_path / 't.tar.gz'}:records/x.kept.npz")
+        run_tiny_cell(
+            tmp_path, "method=subset", f"method.path={tmp_path / 't.tar.gz'}:records/x.kept.npz"
+        )
 
 
 @pytest.mark.parametrize("evil", ["../outside.json", "/etc/outside.json", "records/../../x.json"])

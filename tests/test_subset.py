@@ -1,34 +1,15 @@
 """method=subset: train on exactly the examples a file names."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from tiny_cell import run_tiny_cell
 
 from benchmarks.errors import ConfigError
-from benchmarks.pipeline import run
 from benchmarks.results import indices_hash
 from benchmarks.subsets import read_subset
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "data.max_train=200",
-    "model=mlp",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "score.epoch=1",
-    "score.runs=1",
-    "run.checkpoint_steps=0",
-]
-
-
-def _run(tmp_path, *overrides):
-    places = [f"results.dir={tmp_path / 'results'}", f"cache.dir={tmp_path / 'cache'}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return run(compose("config", overrides=[*TINY, *places, *overrides]), progress=False)
 
 
 def _sidecar(tmp_path, record):
@@ -36,8 +17,8 @@ def _sidecar(tmp_path, record):
 
 
 def test_another_runs_sidecar_reproduces_its_kept_set_and_accuracy_bitwise(tmp_path):
-    source = _run(tmp_path, "method=el2n", "prune.fraction=0.3")
-    again = _run(tmp_path, "method=subset", f"method.path={_sidecar(tmp_path, source)}")
+    source = run_tiny_cell(tmp_path, "method=el2n", "prune.fraction=0.3")
+    again = run_tiny_cell(tmp_path, "method=subset", f"method.path={_sidecar(tmp_path, source)}")
     assert again["cell"]["method"] == "subset:el2n-s0"
     assert again["cell"]["fraction"] == pytest.approx(0.3)
     assert again["selection"]["kept_indices_sha256"] == source["selection"]["kept_indices_sha256"]
@@ -49,12 +30,12 @@ def test_another_runs_sidecar_reproduces_its_kept_set_and_accuracy_bitwise(tmp_p
 
 def test_a_csv_keeps_exactly_its_examples_and_its_weights(tmp_path):
     # 50 of the run's 200 training examples (data.max_train draws them; a full run lists them)
-    probe = _run(tmp_path, "method=full")
+    probe = run_tiny_cell(tmp_path, "method=full")
     everyone = read_subset(_sidecar(tmp_path, probe)).indices
     chosen = np.random.default_rng(0).choice(everyone, size=50, replace=False)
     table = pd.DataFrame({"index": chosen[::-1], "weight": np.linspace(0.5, 2.0, chosen.size)})
     table.to_csv(tmp_path / "mine.csv", index=False)
-    record = _run(tmp_path, "method=subset", f"method.path={tmp_path / 'mine.csv'}")
+    record = run_tiny_cell(tmp_path, "method=subset", f"method.path={tmp_path / 'mine.csv'}")
     assert record["cell"]["method"] == "subset:mine"
     assert record["cell"]["fraction"] == pytest.approx(1 - 50 / 200)
     assert record["selection"]["kept_indices_sha256"] == indices_hash(np.sort(chosen))
@@ -66,7 +47,7 @@ def test_a_csv_keeps_exactly_its_examples_and_its_weights(tmp_path):
 
 def test_an_npy_from_the_whole_data_set_runs_and_is_labelled(tmp_path):
     np.save(tmp_path / "firsts.npy", np.arange(0, 1437, 2))
-    record = _run(
+    record = run_tiny_cell(
         tmp_path, "method=subset", f"method.path={tmp_path / 'firsts.npy'}", "data.max_train=null"
     )
     assert record["selection"]["kept"] == 719
@@ -85,7 +66,7 @@ def test_an_npy_from_the_whole_data_set_runs_and_is_labelled(tmp_path):
 def test_bad_files_are_one_line_and_leave_no_record(tmp_path, content, message):
     np.save(tmp_path / "bad.npy", content)
     with pytest.raises(ConfigError, match=message) as err:
-        _run(
+        run_tiny_cell(
             tmp_path, "method=subset", f"method.path={tmp_path / 'bad.npy'}", "data.max_train=null"
         )
     assert "\n" not in str(err.value)
@@ -96,20 +77,20 @@ def test_a_subset_of_another_data_set_is_refused(tmp_path):
     np.save(tmp_path / "other.npy", np.arange(10))
     (tmp_path / "other.npy.json").write_text(json.dumps({"data": {"fingerprint": "f" * 64}}))
     with pytest.raises(ConfigError, match="a subset of another data set"):
-        _run(tmp_path, "method=subset", f"method.path={tmp_path / 'other.npy'}")
+        run_tiny_cell(tmp_path, "method=subset", f"method.path={tmp_path / 'other.npy'}")
     assert not list((tmp_path / "results").glob("*.json"))
 
 
 def test_examples_outside_the_runs_training_set_are_named(tmp_path):
     np.save(tmp_path / "all.npy", np.arange(1437))
     with pytest.raises(ConfigError, match="not in this run's training set"):
-        _run(tmp_path, "method=subset", f"method.path={tmp_path / 'all.npy'}")
+        run_tiny_cell(tmp_path, "method=subset", f"method.path={tmp_path / 'all.npy'}")
 
 
 def test_a_changed_sidecar_is_refused(tmp_path):
-    source = _run(tmp_path, "method=random", "prune.fraction=0.5")
+    source = run_tiny_cell(tmp_path, "method=random", "prune.fraction=0.5")
     sidecar = _sidecar(tmp_path, source)
     kept = read_subset(sidecar)
     np.savez_compressed(sidecar, indices=kept.indices[:-1])
     with pytest.raises(ConfigError, match="changed after the run"):
-        _run(tmp_path, "method=subset", f"method.path={sidecar}", "seed=1")
+        run_tiny_cell(tmp_path, "method=subset", f"method.path={sidecar}", "seed=1")
