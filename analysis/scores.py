@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from analysis.errors import AnalysisError
 
@@ -88,6 +87,8 @@ def _fingerprint(f: ScoreFile) -> str:
 
 def spearman(columns: pd.DataFrame) -> pd.DataFrame:
     """Spearman rank correlation between columns (Pearson of average ranks)."""
+    from scipy.stats import rankdata  # scipy loads for the score tables only
+
     ranks = columns.apply(lambda c: pd.Series(rankdata(c), index=c.index))
     return ranks.corr(method="pearson")
 
@@ -102,6 +103,8 @@ def run_agreement(f: ScoreFile) -> pd.DataFrame:
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     """P(score of a positive > score of a negative), ties counting half (rank formula)."""
+    from scipy.stats import rankdata
+
     ranks = rankdata(scores)
     n_pos = int(positive.sum())
     n_neg = positive.size - n_pos

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -65,4 +64,6 @@ def difference(method: Mapping[int, float], baseline: Mapping[int, float]) -> Di
 
 
 def _half_width(se: float, dof: float) -> float:
+    from scipy import stats  # loaded by the tables that need it, not by every analysis command
+
     return float(stats.t.ppf(0.5 + LEVEL / 2, dof)) * se

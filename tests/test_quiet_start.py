@@ -46,3 +46,17 @@ def test_faiss_loads_without_its_loader_lines_under_logging_at_info():
     )
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_every_analysis_module_loads_no_heavy_optional_library():
+    # `python -m analysis` answers a bad folder or option before scipy loads: the tables
+    # that need it (intervals, ranks, score correlations) import it themselves
+    proc = python(
+        "import importlib, pkgutil, sys, analysis\n"
+        "for m in pkgutil.iter_modules(analysis.__path__):\n"
+        "    if m.name != '__main__':\n"
+        "        importlib.import_module('analysis.' + m.name)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
