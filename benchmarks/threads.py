@@ -5,13 +5,18 @@ processes use too (a shared workstation, a login node, a SLURM node whose jobs s
 cores, a CI runner beside anything) the spinning threads fight those processes for the
 cores, and a run was 15-23x slower with two CPU-bound processes beside it on 2 cores. So:
 
-- OpenMP threads sleep when they wait (`OMP_WAIT_POLICY=PASSIVE`);
+- OpenMP threads spin only briefly before they sleep when they wait: GNU OpenMP's
+  `GOMP_SPINCOUNT=3000` (about 30 microseconds; its default is 300,000, about 3 ms) and
+  `OMP_WAIT_POLICY=PASSIVE` for the other runtimes. Measured by `python -m benchmarks.speed
+  busy` on the default cell (docs/performance.md): sleeping at once (spin count 0) halved
+  the time beside two CPU-bound processes but made a quiet run's training 1.8x slower; 3,000
+  spins kept the quiet time of the libraries' default and the busy time of sleeping at once;
 - no more threads than the cores this process may use: its CPU affinity (which a SLURM
   task's binding sets), the SLURM allocation (`SLURM_CPUS_PER_TASK`) and a container's CPU
   quota (cgroup v2 `cpu.max`), whichever is least. On a machine it may use whole, the
   libraries keep their own count (torch's: the physical cores, not every hyperthread).
 
-A variable the user set wins (`OMP_WAIT_POLICY`, `OMP_NUM_THREADS`); so does
+A variable the user set wins (`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`, `OMP_NUM_THREADS`); so does
 `PRUNEBENCH_THREAD_POLICY=none`, which leaves the libraries' defaults (the behaviour before
 this policy, as `python -m benchmarks.speed busy` compares). `benchmarks/__init__.py` applies
 it, so every entry point (run.py, score.py, `python -m analysis`, `python -m methods`, the
@@ -30,6 +35,7 @@ OFF_SWITCH = "PRUNEBENCH_THREAD_POLICY"
 # on another node) that inherits the pair chooses again for its own cores
 CHOSEN = "PRUNEBENCH_OMP_NUM_THREADS"
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+SPIN_COUNT = "3000"
 
 
 def apply_thread_policy() -> None:
@@ -37,7 +43,9 @@ def apply_thread_policy() -> None:
     count if torch is already loaded."""
     if os.environ.get(OFF_SWITCH, "").lower() == "none":
         return
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # sleep at once: runtimes other than GNU's
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT  # GNU's: spin briefly first (wins over PASSIVE)
     chosen = os.environ.pop(CHOSEN, None)
     if "OMP_NUM_THREADS" in os.environ and os.environ["OMP_NUM_THREADS"] != chosen:
         return  # the user's

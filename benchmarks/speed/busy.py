@@ -3,15 +3,16 @@
 Times whole `python run.py` processes (start-up, loading, training, evaluation: what a user
 waits for) beside 0, 1 and 2 competing CPU-bound processes (each a Python loop), under the
 old policy (`PRUNEBENCH_THREAD_POLICY=none`: the libraries' defaults, OpenMP threads that
-spin while they wait) and the new one (benchmarks/threads.py: threads that sleep, no more
-than the cores the process may use). Every repeat runs every cell once, in turn, so that a
+spin while they wait) and the new one (benchmarks/threads.py: threads that spin briefly,
+then sleep, no more than the cores the process may use); `--policies old passive new` adds
+threads that sleep at once. Every repeat runs every cell once, in turn, so that a
 change in the machine's load falls on all of them alike; the table gives medians.
 
 Two workloads: the default cell (`python run.py`: digits, cnn, random; `--default` adds
 overrides, e.g. train.epochs=3 to shorten it) and a cnn training on CIFAR-10 JPEG
 (`--cifar-train` examples, `--cifar-epochs`, evaluated on `--cifar-test` images). Each is
-run once untimed first (data decoded into the cache). The children get neither
-OMP_NUM_THREADS nor OMP_WAIT_POLICY from here.
+run once untimed first (data decoded into the cache); `--workloads default` times the
+first alone. The children get none of the OpenMP variables from here.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from benchmarks.speed.report import write_json
 from benchmarks.threads import CHOSEN, OFF_SWITCH
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = {"old": {OFF_SWITCH: "none"}, "new": {}}
+# old: the libraries' defaults; passive: OpenMP threads sleep at once (GOMP_SPINCOUNT=0, the
+# policy's first form); new: benchmarks/threads.py as it stands
+POLICIES = {"old": {OFF_SWITCH: "none"}, "passive": {"GOMP_SPINCOUNT": "0"}, "new": {}}
 COMPETITOR = "while True: pass"
 
 
@@ -44,7 +47,11 @@ def workloads(args: argparse.Namespace) -> dict[str, list[str]]:
         f"data.max_test={args.cifar_test}",
         f"train.epochs={args.cifar_epochs}",
     ]
-    return {"default cell": list(args.default), "cnn on CIFAR-10 JPEG": cifar}
+    every = {
+        "default": ("default cell", list(args.default)),
+        "cifar": ("cnn on CIFAR-10 JPEG", cifar),
+    }
+    return dict(every[name] for name in args.workloads)
 
 
 def run_once(overrides: list[str], policy: str, work: Path) -> dict[str, float]:
@@ -52,7 +59,7 @@ def run_once(overrides: list[str], policy: str, work: Path) -> dict[str, float]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", CHOSEN, OFF_SWITCH)
+        if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", CHOSEN, OFF_SWITCH)
     }
     env.update(POLICIES[policy], PYTHONPATH=str(ROOT))
     out = Path(tempfile.mkdtemp(dir=work))
@@ -84,14 +91,14 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         (name, k, policy): {"workload": name, "competitors": k, "policy": policy, "runs": []}
         for name in loads
         for k in args.competitors
-        for policy in POLICIES
+        for policy in args.policies
     }
     for _ in range(args.repeats):
         for k in args.competitors:
             competitors = [subprocess.Popen([sys.executable, "-c", COMPETITOR]) for _ in range(k)]
             try:
                 for name, overrides in loads.items():
-                    for policy in POLICIES:
+                    for policy in args.policies:
                         run = run_once(overrides, policy, work)
                         rows[name, k, policy]["runs"].append({**run, "load_1min": _load()})
             finally:
@@ -105,23 +112,24 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def report(rows: list[dict[str, Any]]) -> list[str]:
-    """The table: medians of whole runs (train alone in brackets), old against new."""
+    """The table: medians of whole runs (train alone in brackets) under each policy, new
+    against old and against itself without competitors."""
     by = {(r["workload"], r["competitors"], r["policy"]): r for r in rows}
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
     lines = [
-        "| workload | competing processes | old policy, s (train) | new policy, s (train) "
-        "| new / old | new / new alone |",
-        "|---|---|---|---|---|---|",
+        "| workload | competing processes | "
+        + " | ".join(f"{p} policy, s (train)" for p in policies)
+        + " | new / old | new / new alone |",
+        "|---|---|" + "---|" * (len(policies) + 2),
     ]
-    for name, k, _ in [key for key in by if key[2] == "new"]:
-        old, new = by[name, k, "old"], by[name, k, "new"]
-        alone = by.get((name, 0, "new"))
+    for name, k in dict.fromkeys((r["workload"], r["competitors"]) for r in rows):
+        cells = [by[name, k, p] for p in policies]
+        new, alone = by[name, k, "new"], by[name, 0, "new"]
         lines.append(
-            f"| {name} | {k} | {old['seconds']:.1f} ({old['train_seconds']:.1f}) "
-            f"| {new['seconds']:.1f} ({new['train_seconds']:.1f}) "
-            f"| {new['seconds'] / old['seconds']:.2f} "
-            f"| {new['seconds'] / alone['seconds']:.2f} |"
-            if alone
-            else f"| {name} | {k} | {old['seconds']:.1f} | {new['seconds']:.1f} | | |"
+            f"| {name} | {k} | "
+            + " | ".join(f"{c['seconds']:.1f} ({c['train_seconds']:.1f})" for c in cells)
+            + f" | {new['seconds'] / by[name, k, 'old']['seconds']:.2f}"
+            + f" | {new['seconds'] / alone['seconds']:.2f} |"
         )
     return lines
 
@@ -138,12 +146,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cifar-train", type=int, default=5000)
     parser.add_argument("--cifar-test", type=int, default=10000, help="test images evaluated")
     parser.add_argument("--cifar-epochs", type=int, default=1)
+    parser.add_argument(
+        "--workloads", nargs="+", choices=("default", "cifar"), default=["default", "cifar"]
+    )
+    parser.add_argument("--policies", nargs="+", choices=tuple(POLICIES), default=["old", "new"])
     parser.add_argument("--out", default="busy.json")
     args = parser.parse_args(argv)
     if args.repeats < 1 or min(args.competitors) < 0 or args.cifar_train < 10:
         parser.error(
             f"--repeats {args.repeats}, --competitors {args.competitors}, --cifar-train "
             f"{args.cifar_train}: at least 1 repeat, no negative count, 10 examples"
+        )
+    if not {"old", "new"} <= set(args.policies) or 0 not in args.competitors:
+        parser.error(
+            f"--policies {' '.join(args.policies)} --competitors {args.competitors}: the table "
+            "compares new with old and with itself alone; give old, new and 0 competitors"
         )
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="busy-") as work:
