@@ -84,19 +84,15 @@ class Decoder:
         self.store, self.workers = store, workers
         self.examples_read = 0
         self.bytes_read = 0
-        self._pool = None
+        self._workers_pool = None
 
-    def _map_async(self, jobs: list[tuple]) -> Callable[[], list[np.ndarray]]:
-        if self.workers == 0:
-            results = [_run(self.store, job) for job in jobs]
-            return lambda: results
-        if self._pool is None:
-            self._pool = multiprocessing.get_context("fork").Pool(
+    def _pool(self) -> Any:
+        if self._workers_pool is None:
+            self._workers_pool = multiprocessing.get_context("fork").Pool(
                 self.workers, initializer=_worker_init, initargs=(self.store,)
             )
-            weakref.finalize(self, self._pool.terminate)
-        pending = self._pool.map_async(_run_in_worker, jobs)
-        return pending.get
+            weakref.finalize(self, self._workers_pool.terminate)
+        return self._workers_pool
 
     def _chunks(self, ids: np.ndarray) -> list[np.ndarray]:
         parts = max(1, min(self.workers, ids.size))
@@ -111,27 +107,45 @@ class Decoder:
         self.examples_read += int(ids.size)
         self.bytes_read += int(self.store.index[split]["length"][ids].sum())
 
+    def _batch(
+        self, kind: str, split: str, ids: np.ndarray, transform: str, r: int, seed: int
+    ) -> Callable[[], np.ndarray]:
+        """A function giving the batch's views [len(ids), 3, r, r], their decoding started now.
+
+        The workers write their rows straight into one batch in shared memory: returning
+        the pixels through the pool's pipe pickled a 64-image batch at 224 px (9.6 MB) and
+        cost 10-20% of the decode time (measured with `python -m benchmarks.speed stream`).
+        """
+        self._count(split, ids)
+        out = torch.empty((len(ids), 3, r, r), dtype=torch.uint8)
+        if self.workers > 0:
+            out.share_memory_()
+        chunks = self._chunks(ids)
+        starts = np.cumsum([0] + [c.size for c in chunks])
+        jobs = [
+            (kind, split, chunk, transform, r, seed, int(lo), out[lo : lo + chunk.size])
+            for chunk, lo in zip(chunks, starts, strict=False)
+        ]
+        if self.workers == 0:
+            for job in jobs:
+                _run(self.store, job)
+            return out.numpy
+        pending = self._pool().map_async(_run_in_worker, jobs)
+
+        def get() -> np.ndarray:
+            pending.get()
+            return out.numpy()
+
+        return get
+
     def train(
         self, split: str, ids: np.ndarray, transform: str, r: int, seed: int
     ) -> Callable[[], np.ndarray]:
         """A function giving the batch's training views [len(ids), 3, r, r] (started now)."""
-        self._count(split, ids)
-        starts = np.cumsum([0] + [c.size for c in self._chunks(ids)])
-        jobs = [
-            ("train", split, chunk, transform, r, seed, int(start))
-            for chunk, start in zip(self._chunks(ids), starts, strict=False)
-        ]
-        get = self._map_async(jobs)
-        return lambda: _stack(get(), r)
+        return self._batch("train", split, ids, transform, r, seed)
 
     def eval(self, split: str, ids: np.ndarray, transform: str, r: int) -> np.ndarray:
-        self._count(split, ids)
-        jobs = [("eval", split, chunk, transform, r, 0, 0) for chunk in self._chunks(ids)]
-        return _stack(self._map_async(jobs)(), r)
-
-
-def _stack(parts: list[np.ndarray], r: int) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty((0, 3, r, r), dtype=np.uint8)
+        return self._batch("eval", split, ids, transform, r, 0)()
 
 
 _worker_store: PackedStore | None = None
@@ -142,20 +156,20 @@ def _worker_init(store: PackedStore) -> None:
     _worker_store = store
 
 
-def _run_in_worker(job: tuple) -> np.ndarray:
-    return _run(_worker_store, job)
+def _run_in_worker(job: tuple) -> None:
+    _run(_worker_store, job)
 
 
-def _run(store: PackedStore, job: tuple) -> np.ndarray:
-    """One chunk of a batch: (kind, split, ids, transform, r, seed, position of the first)."""
-    kind, split, ids, transform, r, seed, first = job
-    out = np.empty((len(ids), 3, r, r), dtype=np.uint8)
+def _run(store: PackedStore, job: tuple) -> None:
+    """One chunk of a batch: (kind, split, ids, transform, r, seed, position of the first,
+    the chunk's rows of the batch to write)."""
+    kind, split, ids, transform, r, seed, first, rows = job
+    out = rows.numpy()
     for k, data in enumerate(store.read_many(split, ids)):
         if kind == "train":
             out[k] = train_pixels(data, transform, r, (seed, first + k))
         else:
             out[k] = eval_pixels(data, transform, r)
-    return out
 
 
 class StreamSource(ExampleSource):

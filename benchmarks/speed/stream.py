@@ -1,6 +1,7 @@
 """Streamed data against torchvision's ImageFolder + PIL + DataLoader, on ImageNet-like JPEGs.
 
     python -m benchmarks.speed stream                    # 20,000 images, the tree made once
+    python -m benchmarks.speed stream --workers 1 2 --repeats 3   # interleaved rounds, medians
     python -m benchmarks.speed stream --images 2000 --batches 10 --workers 1   # a quick look
 
 The tree is CIFAR-10's training JPEGs (PRUNEBENCH_DATA/cifar10-jpg.tar.gz) upscaled to about
@@ -12,7 +13,9 @@ that decode costs what it costs on ImageNet. Measured on it:
 - the training transform (RandomResizedCrop(224) + flip) in images/s per decoding process,
   streamed (`StreamSource.train_batch`, `--workers` processes) and through torchvision's
   ImageFolder + PIL + DataLoader with as many workers, the same transforms, the same files,
-  the same random order; their ratio;
+  the same random order; their ratio. With several worker counts and `--repeats`, the
+  two readers take turns in every round (which goes first alternates) and each figure is
+  the median over the rounds, the ratio that of the medians;
 - bytes read for an epoch over 100%, 50% and 10% of the examples (a seeded subset), read
   through the store by index, and what a random read of the 10% subset costs in each store;
 - peak host memory of the streamed reader (this process and its workers).
@@ -24,6 +27,7 @@ import argparse
 import io
 import os
 import resource
+import statistics
 import tarfile
 import time
 from pathlib import Path
@@ -214,36 +218,89 @@ def peak_rss_mib() -> dict[str, float]:
     return {"self": own, "largest_child": children}
 
 
+def compare_readers(
+    store: PackedStore, tree: Path, order: np.ndarray, workers: list[int], batch: int, rounds: int
+) -> list[dict[str, Any]]:
+    """Images/s per worker of both readers at each worker count: medians over interleaved
+    rounds (the reader that goes first alternates, so neither always meets a warm cache)."""
+    rates: dict[tuple[int, str], list[float]] = {}
+    for round_ in range(rounds):
+        for w in workers:
+            turns = ("streamed", "torchvision") if round_ % 2 == 0 else ("torchvision", "streamed")
+            for name in turns:
+                rate = (
+                    streamed_rate(store, order, w, batch)
+                    if name == "streamed"
+                    else torchvision_rate(tree, order, w, batch)
+                )
+                rates.setdefault((w, name), []).append(rate / w)
+    rows = []
+    for w in workers:
+        streamed = statistics.median(rates[(w, "streamed")])
+        reference = statistics.median(rates[(w, "torchvision")])
+        rows.append(
+            {
+                "workers": w,
+                "rounds": rounds,
+                "streamed_images_per_s_per_worker": streamed,
+                "torchvision_images_per_s_per_worker": reference,
+                "streamed_over_torchvision": streamed / reference,
+                "streamed_each_round": rates[(w, "streamed")],
+                "torchvision_each_round": rates[(w, "torchvision")],
+            }
+        )
+    return rows
+
+
+def readers_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (the docs' table is this output)."""
+    lines = [
+        "| workers | streamed img/s per worker | torchvision img/s per worker | ratio |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['workers']} | {row['streamed_images_per_s_per_worker']:.1f} "
+            f"| {row['torchvision_images_per_s_per_worker']:.1f} "
+            f"| {row['streamed_over_torchvision']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed stream")
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per reader")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=max(1, usable_cores() - 1))
+    parser.add_argument("--workers", type=int, nargs="+", default=[max(1, usable_cores() - 1)])
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (medians)")
     parser.add_argument("--work", default="/tmp/prunebench-stream-bench")
     parser.add_argument("--libraries", action="store_true", help="litdata and webdataset too")
     parser.add_argument("--out", default="stream_speed.json")
     args = parser.parse_args(argv)
+    if args.batches < 2 or args.repeats < 1 or min(args.workers) < 1:
+        parser.error(
+            f"--batches {args.batches} --repeats {args.repeats} --workers {args.workers}: "
+            "at least 2 batches (the first starts the workers, untimed), 1 round, 1 worker"
+        )
     data = Path(os.environ.get("PRUNEBENCH_DATA", "~/.cache/prunebench/data")).expanduser()
     work = Path(args.work)
     files = make_tree(data / "cifar10-jpg.tar.gz", work / "tree", args.images)
     packed = pack_store(work / "store", files, usable_cores())
     store = packed["store"]
     order = np.random.default_rng(0).permutation(len(files))[: args.batches * args.batch_size]
-    streamed = streamed_rate(store, order, args.workers, args.batch_size)
-    reference = torchvision_rate(work / "tree", order, args.workers, args.batch_size)
+    readers = compare_readers(
+        store, work / "tree", order, args.workers, args.batch_size, args.repeats
+    )
     subset = np.sort(np.random.default_rng(1).choice(len(files), len(files) // 10, replace=False))
     result = {
         "images": len(files),
         "source_bytes": sum(f.stat().st_size for f, _ in files),
         "pack_seconds": packed["seconds"],
         "store_bytes": packed["bytes"],
-        "workers": args.workers,
         "batch_size": args.batch_size,
         "timed_images": int(order.size),
-        "streamed_images_per_s_per_worker": streamed / args.workers,
-        "torchvision_images_per_s_per_worker": reference / args.workers,
-        "streamed_over_torchvision": streamed / reference,
+        "readers": readers,
         "epoch_bytes": epoch_bytes(store, len(files), seed=2),
         "peak_rss_mib": peak_rss_mib(),
     }
@@ -261,4 +318,6 @@ def main(argv: list[str] | None = None) -> None:
         result["stores"].update(library_stores(work, files, subset))
     write_json(args.out, result)
     for key, value in result.items():
-        print(f"{key}: {value}")
+        if key != "readers":
+            print(f"{key}: {value}")
+    print(readers_table(readers))
