@@ -400,17 +400,22 @@ def train(
     def step_seed(step: int) -> int:
         return derive_seed(order_seed, "augment", step)
 
+    def rank_part(idx: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """This rank's slice of the global batch `idx` and its (first row, total)."""
+        if not dist.active:
+            return idx, None
+        return dist.shard(idx), (dist.shard_bounds(idx.numel())[0], idx.numel())
+
     forward = training_forward(dist.ddp(model), settings)
     with PreemptionGuard(active=checkpointing is not None) as guard:
         # the source reads (ahead) only this rank's slice of each global batch `idx`
-        sliced = ((step, dist.shard(idx), done, ended, idx) for step, idx, done, ended in plan)
-        batches = source.prefetch(sliced, step_seed, read_ahead=sampler is None)
-        for step, local, fraction_done, epochs_ended, idx in batches:
+        batches = source.prefetch(plan, step_seed, read_ahead=sampler is None, shard=rank_part)
+        for step, idx, fraction_done, epochs_ended in batches:
             guard.step = step
             lr = settings.lr * lr_factor_at(fraction_done, settings)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            rows = (dist.shard_bounds(idx.numel())[0], idx.numel()) if dist.active else None
+            local, rows = rank_part(idx)
             inputs = source.train_batch(local, step_seed(step), rows)
             if device.type == "cuda" and settings.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)

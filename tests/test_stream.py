@@ -316,18 +316,48 @@ def test_gpu_decode_gives_the_cpu_crops_up_to_the_resampling_kernel(tree):
 
 
 def test_read_ahead_of_a_sharded_plan_serves_each_process_its_part(tree):
-    """Under many processes each reads ahead only its slice of the global batch."""
+    """Under many processes each reads ahead only its slice of the global batch, and gets
+    the views the whole batch has at those rows."""
     cfg = compose_cfg(tree, "data.stream.workers=1", "data.stream.transform=crop")
     source = load_streamed(cfg.data, torch.device("cpu")).train
     plan = [(s, torch.arange(4 * s, 4 * s + 4)) for s in range(4)]
 
     def second_half(idx):
-        return idx[2:]
+        return idx[2:], (2, 4)
 
     served = []
     for step, idx in source.prefetch(iter(plan), lambda s: 100 + s, shard=second_half):
         assert 100 + step in source._ready  # decoding before it is asked for
-        served.append(source.train_batch(second_half(idx), 100 + step))
+        served.append(source.train_batch(idx[2:], 100 + step, rows=(2, 4)))
     assert not source._ready
     for (step, idx), batch in zip(plan, served, strict=True):
-        assert torch.equal(batch, source.train_batch(second_half(idx), 100 + step))
+        assert torch.equal(batch, source.train_batch(idx, 100 + step)[2:])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_slice_of_the_global_batch_gets_the_crops_of_its_rows(tree, workers):
+    """A rank's slice (rows lo..hi of a global batch) is bitwise the whole batch's rows,
+    decoded in one process; the worker count changes nothing."""
+    crop = ("data.stream.transform=crop", "data.augment.flip=true", "data.augment.crop_padding=2")
+    idx = torch.tensor([4, 0, 9, 13, 2, 17, 6])
+    whole = load_streamed(compose_cfg(tree, *crop).data, torch.device("cpu")).train
+    reference = whole.train_batch(idx, seed=11)
+    cfg = compose_cfg(tree, f"data.stream.workers={workers}", *crop)
+    source = load_streamed(cfg.data, torch.device("cpu")).train
+    for lo, hi in ((0, 3), (3, 5), (5, 7)):
+        part = source.train_batch(idx[lo:hi], seed=11, rows=(lo, idx.numel()))
+        assert torch.equal(part, reference[lo:hi])
+
+
+def test_gpu_decode_crops_a_slice_as_the_whole_batch(tree):
+    """decode=cuda's crops (here on the CPU: the same code) follow the global row too."""
+    pytest.importorskip("torchvision")
+    from benchmarks.data import gpu_decode
+
+    files = sorted((tree / "data" / "imagenet" / "train").glob("*/*.JPEG"))[:6]
+    datas = [f.read_bytes() for f in files]
+    cpu = torch.device("cpu")
+    whole = gpu_decode.train_views(datas, "crop", 16, 5, cpu)
+    for lo, hi in ((0, 2), (2, 6)):
+        part = gpu_decode.train_views(datas[lo:hi], "crop", 16, 5, cpu, first=lo)
+        assert torch.equal(part, whole[lo:hi])

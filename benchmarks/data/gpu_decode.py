@@ -44,15 +44,21 @@ def _centre(image: torch.Tensor, short: int, r: int) -> torch.Tensor:
 
 
 def train_views(
-    datas: Sequence[bytes], transform: str, r: int, seed: int, device: torch.device
+    datas: Sequence[bytes],
+    transform: str,
+    r: int,
+    seed: int,
+    device: torch.device,
+    first: int = 0,
 ) -> torch.Tensor:
-    """The batch's training views [B, 3, r, r] on `device`."""
+    """The batch's training views [B, 3, r, r] on `device`; image k's crop is seeded by
+    (seed, first + k), its row in the global batch, as on the CPU."""
     out = torch.empty((len(datas), 3, r, r), dtype=torch.uint8, device=device)
     for k, image in enumerate(decode(datas, device)):
         if transform == "fixed":
             out[k] = _centre(image, r, r)
             continue
-        rng = np.random.default_rng((seed, k))
+        rng = np.random.default_rng((seed, first + k))
         left, top, w, h = crop_box(int(image.shape[2]), int(image.shape[1]), rng)
         view = _resize(image[:, top : top + h, left : left + w], (r, r))
         out[k] = view.flip(-1) if rng.random() < 0.5 else view

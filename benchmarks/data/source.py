@@ -97,12 +97,12 @@ class ExampleSource(ABC):
         plan: Iterable[T],
         step_seed: Callable[[int], int] | None = None,
         read_ahead: bool = True,
-        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        shard: Callable[[torch.Tensor], tuple[torch.Tensor, tuple[int, int] | None]] | None = None,
     ) -> Iterable[T]:
         """The trainer's plan of (step, idx, ...) items; a stream decodes the batches of the
         next steps (seeded by `step_seed(step)`) meanwhile, where `read_ahead` allows it:
-        of each, `shard(idx)` where given (this process's part of the global batch), the
-        indices its `train_batch` will be asked for."""
+        of each, where `shard` is given, the part `shard(idx)` = (local idx, rows) that this
+        process's `train_batch(local idx, seed, rows)` will be asked for."""
         return plan
 
 

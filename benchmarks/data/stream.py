@@ -108,9 +108,17 @@ class Decoder:
         self.bytes_read += int(self.store.index[split]["length"][ids].sum())
 
     def _batch(
-        self, kind: str, split: str, ids: np.ndarray, transform: str, r: int, seed: int
+        self,
+        kind: str,
+        split: str,
+        ids: np.ndarray,
+        transform: str,
+        r: int,
+        seed: int,
+        first: int = 0,
     ) -> Callable[[], np.ndarray]:
-        """A function giving the batch's views [len(ids), 3, r, r], their decoding started now.
+        """A function giving the batch's views [len(ids), 3, r, r], their decoding started now
+        (`first`: the global row of ids[0], which seeds the training crops).
 
         The workers write their rows straight into one batch in shared memory: returning
         the pixels through the pool's pipe pickled a 64-image batch at 224 px (9.6 MB) and
@@ -123,7 +131,7 @@ class Decoder:
         chunks = self._chunks(ids)
         starts = np.cumsum([0] + [c.size for c in chunks])
         jobs = [
-            (kind, split, chunk, transform, r, seed, int(lo), out[lo : lo + chunk.size])
+            (kind, split, chunk, transform, r, seed, first + int(lo), out[lo : lo + chunk.size])
             for chunk, lo in zip(chunks, starts, strict=False)
         ]
         if self.workers == 0:
@@ -139,10 +147,11 @@ class Decoder:
         return get
 
     def train(
-        self, split: str, ids: np.ndarray, transform: str, r: int, seed: int
+        self, split: str, ids: np.ndarray, transform: str, r: int, seed: int, first: int = 0
     ) -> Callable[[], np.ndarray]:
-        """A function giving the batch's training views [len(ids), 3, r, r] (started now)."""
-        return self._batch("train", split, ids, transform, r, seed)
+        """A function giving the batch's training views [len(ids), 3, r, r] (started now);
+        `first`: the row of ids[0] in the global batch, which seeds each example's crop."""
+        return self._batch("train", split, ids, transform, r, seed, first)
 
     def eval(self, split: str, ids: np.ndarray, transform: str, r: int) -> np.ndarray:
         return self._batch("eval", split, ids, transform, r, 0)()
@@ -161,7 +170,7 @@ def _run_in_worker(job: tuple) -> None:
 
 
 def _run(store: PackedStore, job: tuple) -> None:
-    """One chunk of a batch: (kind, split, ids, transform, r, seed, position of the first,
+    """One chunk of a batch: (kind, split, ids, transform, r, seed, global row of the first,
     the chunk's rows of the batch to write)."""
     kind, split, ids, transform, r, seed, first, rows = job
     out = rows.numpy()
@@ -190,7 +199,7 @@ class StreamSource(ExampleSource):
         self.labels, self.num_classes = labels, num_classes
         self.resolution, self.options = resolution, options
         self.augment = augment or Augment()
-        self._ready: dict[int, tuple[torch.Tensor, Callable[[], np.ndarray]]] = {}
+        self._ready: dict[int, tuple[torch.Tensor, int, Callable[[], np.ndarray]]] = {}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -211,24 +220,28 @@ class StreamSource(ExampleSource):
     def _ids(self, idx: torch.Tensor) -> np.ndarray:
         return self.ids[idx.cpu().numpy()]
 
-    def _start(self, idx: torch.Tensor, seed: int) -> Callable[[], np.ndarray]:
+    def _start(self, idx: torch.Tensor, seed: int, first: int) -> Callable[[], np.ndarray]:
         transform, r = self.options.transform, self.resolution
-        return self.decoder.train(self.split, self._ids(idx), transform, r, seed)
+        return self.decoder.train(self.split, self._ids(idx), transform, r, seed, first)
 
     def train_batch(
         self, idx: torch.Tensor, seed: int, rows: tuple[int, int] | None = None
     ) -> torch.Tensor:
-        """`rows` (a rank's slice of a global batch) reaches the flip and pad-crop
-        augmentation; the decoder's random crop is drawn for this slice alone."""
+        """Each example's random crop is seeded by (seed, its row in the global batch), as
+        the flip and pad-crop augmentation draw theirs: a rank's slice (`rows`) gets the
+        views the whole batch has at those rows, whatever the ranks and workers."""
+        first = rows[0] if rows is not None else 0
         if self.options.decode == "cuda":
             datas = self.decoder.read(self.split, self._ids(idx))
             inputs = gpu_decode.train_views(
-                datas, self.options.transform, self.resolution, seed, self.device
+                datas, self.options.transform, self.resolution, seed, self.device, first
             )
         else:
             ready = self._ready.pop(seed, None)
-            get = ready[1] if ready is not None and torch.equal(ready[0], idx) else None
-            pixels = (get or self._start(idx, seed))()
+            get = None
+            if ready is not None and ready[1] == first and torch.equal(ready[0], idx):
+                get = ready[2]
+            pixels = (get or self._start(idx, seed, first))()
             inputs = torch.from_numpy(pixels).to(self.device)
         if self.augment.active:
             gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -240,7 +253,7 @@ class StreamSource(ExampleSource):
         plan: Iterable[T],
         step_seed: Callable[[int], int] | None = None,
         read_ahead: bool = True,
-        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        shard: Callable[[torch.Tensor], tuple[torch.Tensor, tuple[int, int] | None]] | None = None,
     ) -> Iterator[T]:
         """The plan's items, the next `data.stream.prefetch` batches decoding meanwhile.
 
@@ -255,8 +268,9 @@ class StreamSource(ExampleSource):
         items = iter(plan)
         for item in items:
             seed = step_seed(item[0])
-            idx = item[1] if shard is None else shard(item[1])
-            self._ready[seed] = (idx, self._start(idx, seed))
+            idx, rows = (item[1], None) if shard is None else shard(item[1])
+            first = rows[0] if rows is not None else 0
+            self._ready[seed] = (idx, first, self._start(idx, seed, first))
             queue.append(item)
             if len(queue) > depth:
                 yield queue.popleft()
