@@ -1,5 +1,5 @@
-"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream|busy|data_parallel]
-...`: every measurement.
+"""`python -m benchmarks.speed [geometry|knn|selection|grand_memory|stream|stream_feed|busy|
+data_parallel] ...`: every measurement.
 
 Without a part name, the training and scoring speed against the usual way
 (benchmarks/speed/training.py); with one, that part's own options (`--help` after it).
@@ -17,6 +17,7 @@ from benchmarks.speed import (
     knn,
     selection,
     stream,
+    stream_feed,
     training,
 )
 
@@ -26,6 +27,7 @@ PARTS = {
     "selection": selection.main,
     "grand_memory": grand_memory.main,
     "stream": stream.main,
+    "stream_feed": stream_feed.main,
     "busy": busy.main,
     "data_parallel": data_parallel.main,
 }

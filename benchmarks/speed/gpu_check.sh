@@ -8,12 +8,19 @@
 #      GraNd@0 at 50% removed, its leaderboard;
 #   4. data-parallel scaling: ResNet-50 training throughput at 224 px, 64 images per GPU, on 1, 2,
 #      4, 8 ... and all GPUs of the machine (torchrun, NCCL; benchmarks/speed/data_parallel.py):
-#      images/s, the fraction of linear scaling (goal >= 0.9) and the all-reduce's share of a step.
+#      images/s, the fraction of linear scaling (goal >= 0.9) and the all-reduce's share of a step;
+#   5. the streamed data feeding one GPU (benchmarks/speed/stream_feed.py): 4,096 ImageNet-sized
+#      JPEGs packed once, decoded images/s of the training transform (decode=cuda and the CPU
+#      workers), and the share of a ResNet-50 training run at 224 px spent waiting for data
+#      (goal < 5% on an H100 with 16 CPU cores).
 # Every table and log lands in $OUT (default ./gpu_check_out: summary.md, speed.json, study.md,
-# each stage's log, the run records as records.tar.gz); a stage that fails or runs over its
-# time leaves its log and the next stage still runs; the exit status says whether all passed.
+# stream_feed.json, each stage's log, the run records as records.tar.gz); a stage that fails or
+# runs over its time leaves its log and the next stage still runs; the exit status says whether
+# all passed. GPU_CHECK_STAGES="stream_feed" (names from cuda_tests speed study leaderboard
+# scaling stream_feed) runs only those stages.
 #
 # Toy size on a CPU (what CI-less checking here can do): GPU_CHECK_TOY=1 bash benchmarks/speed/gpu_check.sh
+# (tests/test_gpu_check.py runs its stream_feed stage so)
 #
 # Preparing the call (once, here, in the repository root; the GPU machine has Python 3.12 and its
 # own torch, reaches no registry, and lacks hydra-core, omegaconf, submitit and faiss-cpu):
@@ -54,19 +61,25 @@ if [ "${GPU_CHECK_TOY:-0}" = 1 ]; then
   STUDY=(model=cnn data.max_train=600 data.max_test=200 train.epochs=2 score.epoch=1 score.runs=2)
   SCALE=(--model cnn --image-size 32 --batch-per-rank 16 --steps 3 --warmup 1)
   GPUS=2  # gloo ranks on the CPU
-  LIMITS=(300 900 900 300)
+  FEED=(--device cpu --decode cpu --model cnn --resolution 32 --images 48 --batch-size 8
+    --steps 4 --warmup 1 --decode-batches 2 --workers 1)
+  LIMITS=(300 900 900 300 300)
 else
   SPEED=(--model resnet18 --steps 100 --repeats 2 --compile)
   STUDY=(model=resnet18 train.epochs=6 score.epoch=1 score.runs=2)
   SCALE=(--model resnet50 --image-size 224 --batch-per-rank 64 --steps 30 --warmup 5)
   GPUS=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
-  LIMITS=(90 170 220 $((40 + 40 * GPUS)))
+  FEED=(--images 4096 --batch-size 256 --steps 60 --warmup 10)
+  LIMITS=(90 170 220 $((40 + 40 * GPUS)) 240)
 fi
 
+STAGES=" ${GPU_CHECK_STAGES:-cuda_tests speed study leaderboard scaling stream_feed} "
+selected() { [[ "$STAGES" == *" $1 "* ]]; }
 failed=0
 stage() {  # stage NAME SECONDS COMMAND...: run it with a time limit, log to $OUT/NAME.log
   local name=$1 limit=$2
   shift 2
+  selected "$name" || return 0
   local start=$SECONDS
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
@@ -95,18 +108,25 @@ WORLDS=$(for n in 1 2 4 8 16 32 "$GPUS"; do [ "$n" -le "$GPUS" ] && echo "$n"; d
 stage scaling "${LIMITS[3]}" bash -c "for n in $(echo $WORLDS); do python3 -m torch.distributed.run \
   --standalone --nproc_per_node=\$n -m benchmarks.speed data_parallel ${SCALE[*]} \
   --out $WORK/scaling-\$n.json || exit 1; done"
-python3 -m benchmarks.speed data_parallel --table "$WORK"/scaling-*.json >"$OUT/scaling.md" 2>&1
+if selected scaling; then
+  python3 -m benchmarks.speed data_parallel --table "$WORK"/scaling-*.json >"$OUT/scaling.md" 2>&1
+fi
+stage stream_feed "${LIMITS[4]}" python3 -m benchmarks.speed stream_feed "${FEED[@]}" \
+  --work "$WORK/stream" --out "$OUT/stream_feed.json"
 
 {
   echo
   echo "## speed"
-  sed -n '/^|/p' "$OUT/speed.log"
+  sed -n '/^|/p' "$OUT/speed.log" 2>/dev/null
   echo
   echo "## study"
   cat "$OUT/study.md" 2>/dev/null
   echo
   echo "## data-parallel scaling"
   cat "$OUT/scaling.md" 2>/dev/null
+  echo
+  echo "## stream feed"
+  sed -n '/^stream feed: /,$p' "$OUT/stream_feed.log" 2>/dev/null
 } | tee -a "$OUT/summary.md"
 tar -czf "$OUT/records.tar.gz" -C "$WORK" results 2>/dev/null
 exit $failed
