@@ -57,7 +57,8 @@ def test_the_toy_check_runs_the_stream_feed_stage(tmp_path):
     assert "| stream_feed | rc 0 |" in summary
     feed = summary.split("## stream feed", 1)[1]
     assert "| cpu |" in feed and "waiting for data" in feed
-    result = json.loads((out / "stream_feed.json").read_text())
+    with tarfile.open(out / "records.tar.gz") as records:
+        result = json.load(records.extractfile("stream_feed.json"))
     assert result["images"] == 48
     assert result["decode"]["cpu"]["images"] == 2 * 8  # --decode-batches x --batch-size
     row = result["feed"]["cpu"]
