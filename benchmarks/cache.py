@@ -52,10 +52,10 @@ class ScoreCache:
         `sufficient(meta)` lets a caller accept a stored artifact that holds more than it
         needs (e.g. a proxy training recorded further than the epoch asked for).
         """
-        path = self.path(kind, material)
-        found = _matching(read_artifact(path), path, kind, material)
-        if found is not None and sufficient(found[1]):
+        found = self.find(kind, material, sufficient)
+        if found is not None:
             return found
+        path = self.path(kind, material)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             found = _matching(read_artifact(path), path, kind, material, report=False)
@@ -65,6 +65,27 @@ class ScoreCache:
             meta = {**meta, "kind": kind, "material": dict(material)}
             write_artifact(path, arrays, meta)
         return arrays, meta
+
+    def find(
+        self,
+        kind: str,
+        material: Mapping[str, Any],
+        sufficient: Callable[[dict[str, Any]], bool] = lambda meta: True,
+    ) -> tuple[Arrays, dict[str, Any]] | None:
+        """The stored artifact for `material` if it is there and sufficient, else None."""
+        path = self.path(kind, material)
+        found = _matching(read_artifact(path), path, kind, material)
+        return found if found is not None and sufficient(found[1]) else None
+
+    def save(
+        self, kind: str, material: Mapping[str, Any], arrays: Arrays, meta: dict[str, Any]
+    ) -> None:
+        """Store an artifact computed outside `load_or_compute` (a pass sharded over ranks,
+        which must not run under one rank's lock)."""
+        path = self.path(kind, material)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            write_artifact(path, arrays, {**meta, "kind": kind, "material": dict(material)})
 
 
 def _matching(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ class Dist:
     backend: str | None = None
     timeout_s: float = 0.0
     store: Any = None  # a PrefixStore for this job's messages between ranks
+    # messages through the store so far: every rank sends them in the same order, so the
+    # n-th one's keys are the same on every rank and never those of an earlier one
+    _messages: int = field(default=0, init=False, repr=False)
 
     @property
     def rank(self) -> int:
@@ -181,7 +185,7 @@ class Dist:
     # ---------------------------------------------------------------- slicing the batch
     def shard_bounds(self, n: int) -> tuple[int, int]:
         """This rank's contiguous rows [lo, hi) of n; sizes differ by at most one."""
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+        return self.shard_bounds_of(self.rank, n)
 
     def shard(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous slice of a global batch (its index tensor, or any rows)."""
@@ -190,20 +194,37 @@ class Dist:
         lo, hi = self.shard_bounds(rows.shape[0])
         return rows[lo:hi]
 
-    def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
-        """The ranks' `shard`s of n rows put back together, in the global order, on every rank."""
-        if not self.active:
+    def gather_rows(
+        self, local: torch.Tensor, n: int, block_rows: int | None = None
+    ) -> torch.Tensor:
+        """The ranks' `shard`s of n rows put back together, in the global order, on every rank.
+
+        The rows travel on this rank's device (NCCL's) in blocks of `block_rows` (None: all
+        at once) and land on `local`'s device, so that a large result kept on the host
+        (features of a whole data set) never needs room on the GPU.
+        """
+        if not self.active or n == 0:
             return local
         size = -(-n // self.world)
-        padded = local.new_zeros((size, *local.shape[1:]))
-        padded[: local.shape[0]] = local
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        td.all_gather(parts, padded.contiguous())
-        pieces = []
-        for rank, part in enumerate(parts):
-            lo, hi = n * rank // self.world, n * (rank + 1) // self.world
-            pieces.append(part[: hi - lo])
-        return torch.cat(pieces)
+        step = block_rows or max(1, size)
+        pieces: list[list[torch.Tensor]] = [[] for _ in range(self.world)]
+        for start in range(0, size, step):
+            block = local[start : start + step].to(self.device)
+            padded = block.new_zeros((min(step, size - start), *local.shape[1:]))
+            padded[: block.shape[0]] = block
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            td.all_gather(parts, padded.contiguous())
+            for rank, part in enumerate(parts):
+                pieces[rank].append(part.to(local.device))
+        rows = []
+        for rank in range(self.world):
+            lo, hi = self.shard_bounds_of(rank, n)
+            rows.append(torch.cat(pieces[rank])[: hi - lo])
+        return torch.cat(rows)
+
+    def shard_bounds_of(self, rank: int, n: int) -> tuple[int, int]:
+        """Rank `rank`'s contiguous rows [lo, hi) of n."""
+        return n * rank // self.world, n * (rank + 1) // self.world
 
     # ---------------------------------------------------------------- collectives
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -232,12 +253,12 @@ class Dist:
         td.all_gather_object(found, obj)
         return found
 
-    def broadcast_object(self, obj: T) -> T:
-        """Rank 0's `obj` on every rank."""
+    def broadcast_object(self, obj: T, src: int = 0) -> T:
+        """Rank `src`'s `obj` on every rank."""
         if not self.active:
             return obj
-        box = [obj if self.writer else None]
-        td.broadcast_object_list(box, src=0, device=self.device)
+        box = [obj if self.rank == src else None]
+        td.broadcast_object_list(box, src=src, device=self.device)
         return box[0]
 
     def sync_buffers(self, model: nn.Module) -> None:
@@ -273,26 +294,50 @@ class Dist:
 
     # ---------------------------------------------------------------- the one writer
     def from_writer(self, key: str, compute: Callable[[], T]) -> T:
-        """`compute()` run on rank 0 only, its result handed to every rank.
+        """`compute()` run on rank 0 only, its result handed to every rank (see `from_rank`)."""
+        return self.from_rank(0, key, compute)
+
+    def from_rank(self, src: int, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` run on rank `src` only, its result handed to every rank.
 
         The others wait on the store, not in a collective, so that a long computation
         (scores of many proxy trainings) does not run into the collective timeout; a
-        writer that fails (its message in the store) or dies stops them.
+        rank that fails (its message in the store) or dies stops them.
         """
         if not self.active:
             return compute()
-        if self.writer:
+        key = self._message_key(key)
+        if self.rank == src:
             result = compute()
             self.store.set(f"{key}/ready", "1")
         else:
-            self._wait_for(f"{key}/ready")
+            self._wait_for([f"{key}/ready"])
             result = None
-        return self.broadcast_object(result)
+        return self.broadcast_object(result, src)
 
-    def _wait_for(self, key: str) -> None:
+    def exchange(self, key: str, mine: dict[int, T]) -> dict[int, T]:
+        """Every rank's `mine` (results by an index that ranks do not share) merged, on every
+        rank, through the store: a rank that finished its share early waits there, never in
+        a collective, however long the others' share takes."""
+        if not self.active:
+            return dict(mine)
+        key = self._message_key(key)
+        self.store.set(f"{key}/{self.rank}", pickle.dumps(mine))
+        parts = [f"{key}/{rank}" for rank in range(self.world)]
+        self._wait_for(parts)
+        merged: dict[int, T] = {}
+        for part in parts:
+            merged.update(pickle.loads(self.store.get(part)))
+        return merged
+
+    def _message_key(self, key: str) -> str:
+        self._messages += 1
+        return f"{key}#{self._messages}"
+
+    def _wait_for(self, keys: list[str]) -> None:
         while True:
             try:
-                if self.store.check([key]):
+                if self.store.check(keys):
                     return
                 failed = self.store.check(["failed"])
             except (RuntimeError, OSError) as err:

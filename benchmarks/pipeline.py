@@ -75,7 +75,7 @@ from benchmarks.train import (
 )
 from benchmarks.wandb_logger import WandbLogger, make_logger
 from methods import get_method
-from methods.core.base import PruningMethod, ScoreContext, ScoreCost
+from methods.core.base import PruningMethod, ScoreContext, ScoreCost, ScoreSpread
 from methods.core.ccs import ccs_cut_scores
 from methods.core.proxy_method import epoch_at
 from methods.core.select import PruneSpec, ccs_beta_for, kept_count
@@ -544,6 +544,7 @@ def _execute(
     with timer.stage("load"):
         prep = prepare(cfg, device)
     ctx = prep.ctx
+    ctx.dist, ctx.spread = dist, ScoreSpread.over(dist.world)
     ctx.prune = spec  # greedy orders stop where this selection reads no further
     method.check(ctx)
     fixed = method.removed_fraction(ctx)
@@ -562,19 +563,21 @@ def _execute(
             "a lower fraction, or set data.allow_missing_classes=true"
         )
 
-    def score_and_select() -> tuple[np.ndarray | None, np.ndarray, LossWeights | None]:
-        with timer.stage("score"):
-            scores = method.score(ctx) if static else None
-        with timer.stage("select"):
+    # every rank scores: proxy runs spread over the ranks, score passes sharded by example
+    with timer.stage("score"):
+        scores = method.score(ctx) if static else None
+        cut = ccs_cut_scores(method, ctx) if static and spec.cuts_by_aum else None
+
+    def select() -> tuple[np.ndarray, LossWeights | None]:
+        with timer.stage("select"), ctx.alone():
             if scores is None:
                 kept = np.arange(ctx.n)
             else:
-                cut = ccs_cut_scores(method, ctx) if spec.cuts_by_aum else None
                 kept = method.select_subset(ctx, scores, spec, derive_seed(seed, "select"), cut)
             weights = method.subset_weights(ctx, kept) if static else None
-        return scores, kept, weights
+        return kept, weights
 
-    scores, kept, weights = _selected_on_writer(dist, record["run_key"], score_and_select)
+    kept, weights = _selected_on_writer(dist, record["run_key"], select)
     per_class = np.bincount(ctx.labels[kept], minlength=ctx.num_classes)
     if every_class and per_class.min() == 0:
         # a score order may drop whole classes (hard examples at a high fraction): a result,
@@ -599,6 +602,7 @@ def _execute(
         "kept_per_class": per_class.tolist(),
         "kept_flipped": int(np.isin(prep.flipped, kept).sum()),
         "score_cost": ctx.cost.as_record(),
+        "score_spread": ctx.spread.as_record(),
         "method_options": method.options(),
         **weights_summary(weights),
     }
@@ -686,26 +690,20 @@ def _execute(
 
 
 def _selected_on_writer(
-    dist: Dist,
-    key: str,
-    score_and_select: Callable[[], tuple[np.ndarray | None, np.ndarray, LossWeights | None]],
-) -> tuple[np.ndarray | None, np.ndarray, LossWeights | None]:
-    """(scores, kept, weights): computed by rank 0, which writes the score artifacts; the
-    other ranks get the kept subset and its weights (the scores stay with rank 0's record)."""
+    dist: Dist, key: str, select: Callable[[], tuple[np.ndarray, LossWeights | None]]
+) -> tuple[np.ndarray, LossWeights | None]:
+    """(kept, weights): selected by rank 0 alone (one selection, whatever a method draws),
+    which every rank then trains on; the others wait on the store meanwhile."""
     if not dist.active:
-        return score_and_select()
-    on_writer: list[tuple[np.ndarray | None, np.ndarray, LossWeights | None]] = []
+        return select()
 
-    def selection() -> tuple[np.ndarray, LossWeights | None]:
-        on_writer.append(score_and_select())
-        _, kept, weights = on_writer[0]
+    def on_writer() -> tuple[np.ndarray, LossWeights | None]:
+        kept, weights = select()
         if weights is not None:  # a pickled CUDA tensor would land on rank 0's GPU
             weights = dataclasses.replace(weights, values=weights.values.cpu())
         return kept, weights
 
-    kept, weights = dist.from_writer(f"{key}/selection", selection)
-    if on_writer:
-        return on_writer[0]
+    kept, weights = dist.from_writer(f"{key}/selection", on_writer)
     if weights is not None:
         weights = dataclasses.replace(weights, values=weights.values.to(dist.device))
-    return None, kept, weights
+    return kept, weights

@@ -43,11 +43,11 @@ class AUM(ProxyMethod):
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy = self.proxy_spec
         end = self.schedule_epochs(ctx)
-        rows = []
-        for k in range(self.runs):
+
+        def run(k: int) -> np.ndarray:
             d = dynamics(ctx, proxy, k, end)
             if self.margin == "probability":
-                rows.append(-d["prob_margin_sum"])
-            else:
-                rows.append(-d["margin_sum"] / np.maximum(d["presentations"], 1))
-        return np.stack(rows)
+                return -d["prob_margin_sum"]
+            return -d["margin_sum"] / np.maximum(d["presentations"], 1)
+
+        return np.stack(ctx.map_runs(run, self.runs))

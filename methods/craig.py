@@ -125,16 +125,17 @@ class CRAIG(GradientMethod):
         return scores
 
     def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights:
-        runs = []
-        for run in range(self.runs):
+
+        def run_weights(run: int) -> np.ndarray:
             weights = np.zeros(ctx.n, dtype=np.float64)
             for group in self.class_gradients(ctx, run, count_cost=False):
                 inside = np.flatnonzero(np.isin(group.members, kept))
                 if inside.size:
                     similarity = craig_similarity(group.gram())
                     weights[group.members[inside]] = medoid_weights(similarity, inside)
-            runs.append(weights[kept])
-        values = torch.from_numpy(np.mean(runs, axis=0))
+            return weights[kept]
+
+        values = torch.from_numpy(np.mean(ctx.map_runs(run_weights, self.runs), axis=0))
         if self.loss == "official":
             values = values / values.mean()
         return LossWeights(values, batch_normalise=self.loss == "deepcore")

@@ -149,7 +149,7 @@ class DeepFool(ProxyMethod):
             raise ConfigError(f"method.overshoot={self.overshoot} must be >= 0")
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        return np.stack([-self._norms(ctx, k) for k in range(self.runs)])
+        return np.stack(ctx.map_runs(lambda k: -self._norms(ctx, k), self.runs))
 
     def _norms(self, ctx: ScoreContext, run: int) -> np.ndarray:
         proxy = self.proxy_spec

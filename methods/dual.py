@@ -122,10 +122,10 @@ class DUAL(ProxyMethod):
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         resolved = self.resolve(ctx)
         return np.stack(
-            [
-                dual_scores(self._p_true(ctx, k, resolved.horizon), resolved.window)
-                for k in range(self.runs)
-            ]
+            ctx.map_runs(
+                lambda k: dual_scores(self._p_true(ctx, k, resolved.horizon), resolved.window),
+                self.runs,
+            )
         )
 
     def select_subset(
@@ -145,7 +145,7 @@ class DUAL(ProxyMethod):
             )
         horizon = self.resolve(ctx).horizon
         mean_p = np.mean(
-            [self._p_true(ctx, k, horizon).mean(axis=0) for k in range(self.runs)], axis=0
+            ctx.map_runs(lambda k: self._p_true(ctx, k, horizon).mean(axis=0), self.runs), axis=0
         )
         probabilities = beta_probabilities(mean_p, scores, spec.fraction, self.c_d)
         count = kept_count(ctx.n, spec.fraction)

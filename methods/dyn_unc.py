@@ -54,9 +54,10 @@ class DynUnc(ProxyMethod):
             raise ConfigError(
                 f"method.window={self.window} is longer than the proxy's {end} epochs"
             )
-        rows = []
-        for k in range(self.runs):
+
+        def run(k: int) -> np.ndarray:
             d = dynamics(ctx, proxy, k, end)
             p_true = np.stack([at_epoch(d, "p_true", e) for e in range(1, end + 1)])
-            rows.append(dynamic_uncertainty(p_true, self.window))
-        return np.stack(rows)
+            return dynamic_uncertainty(p_true, self.window)
+
+        return np.stack(ctx.map_runs(run, self.runs))

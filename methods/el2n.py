@@ -57,12 +57,14 @@ class EL2N(ProxyMethod):
         if self.variant == "ccs":
             end = self.ccs_epochs
             return np.stack(
-                [
-                    at_epoch(dynamics(ctx, proxy, k, end), "train_el2n_cum", end)
-                    for k in range(self.runs)
-                ]
+                ctx.map_runs(
+                    lambda k: at_epoch(dynamics(ctx, proxy, k, end), "train_el2n_cum", end),
+                    self.runs,
+                )
             )
         epoch = self.resolve(ctx).epoch
         return np.stack(
-            [at_epoch(dynamics(ctx, proxy, k, epoch), "el2n", epoch) for k in range(self.runs)]
+            ctx.map_runs(
+                lambda k: at_epoch(dynamics(ctx, proxy, k, epoch), "el2n", epoch), self.runs
+            )
         )

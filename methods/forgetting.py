@@ -61,12 +61,11 @@ class Forgetting(ProxyMethod):
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy = self.proxy_spec
         end = self.schedule_epochs(ctx)
-        rows = []
-        for k in range(self.runs):
+
+        def run(k: int) -> np.ndarray:
             d = dynamics(ctx, proxy, k, end)
-            rows.append(
-                forgetting_score(
-                    d["forgetting"], d["presentations"], d["ever_correct"], self.never_learned
-                )
+            return forgetting_score(
+                d["forgetting"], d["presentations"], d["ever_correct"], self.never_learned
             )
-        return np.stack(rows)
+
+        return np.stack(ctx.map_runs(run, self.runs))

@@ -152,8 +152,8 @@ class GradMatch(GradientMethod):
         return scores
 
     def subset_weights(self, ctx: ScoreContext, kept: np.ndarray) -> LossWeights:
-        runs = []
-        for run in range(self.runs):
+
+        def run_weights(run: int) -> np.ndarray:
             weights = np.zeros(ctx.n, dtype=np.float64)
             for group, target in self._classes(ctx, run, count_cost=False):
                 inside = np.flatnonzero(np.isin(group.members, kept))
@@ -162,6 +162,7 @@ class GradMatch(GradientMethod):
                     weights[group.members[inside]] = nonnegative_weights(
                         gradients, target, self.lam
                     )
-            runs.append(weights[kept])
-        values = torch.from_numpy(np.mean(runs, axis=0))
+            return weights[kept]
+
+        values = torch.from_numpy(np.mean(ctx.map_runs(run_weights, self.runs), axis=0))
         return LossWeights(values, batch_normalise=self.batch_normalise)

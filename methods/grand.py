@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from benchmarks.errors import ConfigError
+from benchmarks.models import Classifier
 from methods.core.base import ScoreContext
 from methods.core.dynamics import (
-    OwnWork,
+    derived_artifact,
     derived_sufficient,
+    prepare_networks,
     proxy_material,
-    proxy_network,
     restate_cost,
 )
 from methods.core.grad_norms import per_example_grad_norms
@@ -71,27 +72,40 @@ class GraNd(ProxyMethod):
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         resolved = self.resolve(ctx)
+        proxy = self.proxy_spec
+        prepare_networks(
+            ctx,
+            proxy,
+            self.runs,
+            resolved.epoch,
+            lambda k: (
+                ctx.store.find("grand", resolved._material(ctx, k), derived_sufficient) is not None
+            ),
+        )
         return np.stack([resolved._run(ctx, k) for k in range(self.runs)])
 
+    def _material(self, ctx: ScoreContext, run: int) -> dict[str, Any]:
+        return {
+            **proxy_material(ctx, self.proxy_spec, run),
+            "epoch": self.epoch,
+            "params": self.params,
+        }
+
     def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        """Norms of the recorded proxy training's network at `epoch` (no training of its own)."""
-        proxy = self.proxy_spec
+        """Norms of the recorded proxy training's network at `epoch` (no training of its own),
+        each rank computing its shard of the examples."""
 
-        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-            model, cost = proxy_network(ctx, proxy, run, self.epoch)
-            work = OwnWork()
-            norms = torch.cat(
-                [
-                    per_example_grad_norms(
-                        model, x, y, params=self.params, chunk_size=self.chunk_size
-                    )
-                    for _, x, y in ctx.eval_batches()
-                ]
-            )
-            meta = {**cost, **work.meta()}
-            return {"grand": norms.double().cpu().numpy()}, meta
+        def rows(model: Classifier) -> dict[str, torch.Tensor]:
+            def norms(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+                values = per_example_grad_norms(
+                    model, x, y, params=self.params, chunk_size=self.chunk_size
+                )
+                return {"grand": values.double()}
 
-        material = {**proxy_material(ctx, proxy, run), "epoch": self.epoch, "params": self.params}
-        arrays, meta = ctx.store.load_or_compute("grand", material, compute, derived_sufficient)
+            return ctx.sharded_rows(ctx.source, norms)
+
+        arrays, meta = derived_artifact(
+            ctx, "grand", self._material(ctx, run), self.proxy_spec, run, self.epoch, rows
+        )
         restate_cost(ctx, meta)
         return arrays["grand"]

@@ -45,8 +45,10 @@ class Loss(ProxyMethod):
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy, epoch = self.proxy_spec, self.resolve(ctx).epoch
         return np.stack(
-            [
-                loss_from_p_true(at_epoch(dynamics(ctx, proxy, k, epoch), "p_true", epoch))
-                for k in range(self.runs)
-            ]
+            ctx.map_runs(
+                lambda k: loss_from_p_true(
+                    at_epoch(dynamics(ctx, proxy, k, epoch), "p_true", epoch)
+                ),
+                self.runs,
+            )
         )

@@ -104,9 +104,10 @@ class TDDS(ProxyMethod):
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy, resolved = self.proxy_spec, self.resolve(ctx)
         horizon, window = resolved.horizon, resolved.window
-        rows = []
-        for k in range(self.runs):
+
+        def run(k: int) -> np.ndarray:
             d = dynamics(ctx, proxy, k, horizon)
             shifts = np.stack([at_epoch(d, "prob_shift", e) for e in range(horizon + 1)])
-            rows.append(tdds_scores(shifts, window, self.decay))
-        return np.stack(rows)
+            return tdds_scores(shifts, window, self.decay)
+
+        return np.stack(ctx.map_runs(run, self.runs))

@@ -106,7 +106,7 @@ class VoG(ProxyMethod):
     batch_size: int = 256
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        return np.stack([self._run(ctx, k) for k in range(self.runs)])
+        return np.stack(ctx.map_runs(lambda k: self._run(ctx, k), self.runs))
 
     def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
         proxy = self.proxy_spec

@@ -13,9 +13,10 @@ import hashlib
 import tempfile
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -24,11 +25,16 @@ from benchmarks.augment import Augment
 from benchmarks.cache import ScoreCache
 from benchmarks.compute import Tally
 from benchmarks.data.source import EvalBatch, ExampleSource, NotInMemory, TensorSource
+from benchmarks.distributed import Dist
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier, build_model
 from benchmarks.options import check_option_types
 from benchmarks.train import LossWeights, TrainSettings
 from methods.core.select import PruneSpec, select
+
+T = TypeVar("T")
+# rows of a sharded pass gathered at a time (they travel on the device, land on the host)
+GATHER_ROWS = 65536
 
 
 @dataclass
@@ -79,6 +85,37 @@ class ScoreCost:
         out["passes"] = self.passes.as_record()
         return out
 
+    def merge(self, other: ScoreCost) -> None:
+        """Add the cost `other` counted (a proxy run's, on the rank that ran it), as if this
+        cost had counted it itself: a proxy run read by both is counted once."""
+        needed_seconds, needed_passes = 0.0, Tally()
+        for proxy_run, (epoch, seconds, passes) in other._read.items():
+            self.need(proxy_run, epoch, seconds, passes)
+            needed_seconds += seconds
+            needed_passes = needed_passes + passes
+        self.seconds += other.seconds - needed_seconds
+        self.passes = self.passes + (other.passes - needed_passes)
+        self.trainings_run += other.trainings_run
+        self.epochs_run += other.epochs_run
+
+
+@dataclass
+class ScoreSpread:
+    """How a cell's scores were spread over its ranks, for the record."""
+
+    world_size: int = 1
+    # the proxy runs each rank computed (index: rank), as one-device computations
+    runs_by_rank: list[list[int]] = field(default_factory=lambda: [[]])
+    # score passes (GraNd, features) that every rank computed on its shard of the examples
+    sharded_passes: int = 0
+
+    @classmethod
+    def over(cls, world: int) -> ScoreSpread:
+        return cls(world_size=world, runs_by_rank=[[] for _ in range(world)])
+
+    def as_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 @dataclass
 class ScoreContext:
@@ -122,6 +159,9 @@ class ScoreContext:
     # val_x are then None); None: they are the tensors train_x and val_x
     streamed: ExampleSource | None = None
     streamed_val: ExampleSource | None = None
+    # the cell's ranks (world 1: one device): proxy runs spread over them, passes sharded
+    dist: Dist = field(default_factory=Dist, repr=False)
+    spread: ScoreSpread = field(default_factory=ScoreSpread)
     _scratch: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property
@@ -151,6 +191,73 @@ class ScoreContext:
         in order (or in the order of `indices`); `batch_size` None: the source's own block
         (in memory: the whole set at once)."""
         return self.source.eval_batches(batch_size, indices)
+
+    def map_runs(self, fn: Callable[[int], T], runs: int) -> list[T]:
+        """[fn(0), ..., fn(runs - 1)] on every rank, run k computed by rank k % world alone.
+
+        Each fn(k) is a one-device computation (a proxy training and what it records; it
+        must use no collective: `alone`). The results and what each run cost travel
+        through the store, so a rank done with its share waits there, never in a
+        collective (K = 10 runs on 8 ranks: some ranks run two). Every rank then holds
+        the same results and the same `cost` as one device would.
+        """
+        dist = self.dist
+        if not dist.active:
+            return [fn(k) for k in range(runs)]
+        total, mine = self.cost, {}
+        try:
+            with self.alone():
+                for k in range(dist.rank, runs, dist.world):
+                    self.cost = ScoreCost()
+                    mine[k] = (fn(k), self.cost)
+        finally:
+            self.cost = total
+        done = dist.exchange("scores/runs", mine)
+        for k in range(runs):
+            total.merge(done[k][1])
+            owner = self.spread.runs_by_rank[k % dist.world]
+            if k not in owner:
+                owner.append(k)
+        return [done[k][0] for k in range(runs)]
+
+    def sharded_rows(
+        self,
+        source: ExampleSource,
+        rows: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """`rows(images, labels)` of every example of `source` (eval transform), on the host.
+
+        Per-example results (gradient norms, features): each rank computes its contiguous
+        shard of the examples and the rows are gathered in the global order, so every rank
+        holds what one device computes. With fewer examples than ranks, every rank
+        computes them all.
+        """
+        dist = self.dist
+        n = source.n
+        if not dist.active or n < dist.world:
+            indices = None
+        else:
+            lo, hi = dist.shard_bounds(n)
+            indices = torch.arange(lo, hi)
+        parts = [
+            {name: t.cpu() for name, t in rows(x, y).items()}
+            for _, x, y in source.eval_batches(None, indices)
+        ]
+        local = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+        if indices is None:
+            return local
+        return {name: dist.gather_rows(t, n, GATHER_ROWS) for name, t in local.items()}
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """Compute as one device, whatever the cell's ranks (a share of `map_runs`, or the
+        selection that rank 0 makes alone)."""
+        dist = self.dist
+        self.dist = Dist(device=self.device)
+        try:
+            yield
+        finally:
+            self.dist = dist
 
     @property
     def store(self) -> ScoreCache:

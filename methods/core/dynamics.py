@@ -597,6 +597,101 @@ def proxy_network(
     return model.eval(), cost
 
 
+Rows = Callable[[Classifier], dict[str, torch.Tensor]]
+
+
+def derived_artifact(
+    ctx: ScoreContext,
+    kind: str,
+    material: Mapping[str, Any],
+    proxy: Proxy,
+    run: int,
+    epoch: int,
+    rows: Rows,
+    sufficient: Callable[[dict[str, Any]], bool] | None = None,
+    stated: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A score artifact of one pass over the data by proxy run `run`'s network at `epoch`
+    (GraNd's norms, features): `rows(model)` computes its per-example arrays through
+    `ctx.sharded_rows`, so that on several ranks each computes its shard of the examples.
+
+    On several ranks, the run's owner (rank run % world, which trained it in
+    `prepare_networks`) looks for the stored artifact and otherwise reads the network;
+    the others wait for it on the store. Every rank then passes over its shard, and the
+    owner alone writes the artifact: no two ranks ever write the same file, and no rank
+    holds a lock while the others are in a collective with it. `stated`: what the artifact
+    says besides its cost (which outputs it holds).
+    """
+    sufficient = sufficient or derived_sufficient
+    dist = ctx.dist
+
+    def computed(model: Classifier) -> dict[str, np.ndarray]:
+        return {name: values.numpy() for name, values in rows(model).items()}
+
+    if not dist.active:
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            model, cost = proxy_network(ctx, proxy, run, epoch)
+            work = OwnWork()
+            arrays = computed(model)
+            return arrays, {**cost, **work.meta(), **(stated or {})}
+
+        return ctx.store.load_or_compute(kind, material, compute, sufficient)
+
+    owner = run % dist.world
+
+    def on_owner() -> tuple[Any, Any]:
+        found = ctx.store.find(kind, material, sufficient)
+        if found is not None:
+            return found, None
+        model, cost = proxy_network(ctx, proxy, run, epoch)
+        return None, (cost, {k: v.cpu() for k, v in model.state_dict().items()})
+
+    found, network = dist.from_rank(owner, f"scores/{kind}", on_owner)
+    if found is not None:
+        return found
+    cost, state = network
+    model = ctx.build_model(proxy.model, 0)
+    model.load_state_dict(state)
+    model.eval()
+    work = OwnWork()
+    arrays = computed(model)
+    shares = dist.gathered(work.meta())  # every rank's seconds and passes of its shard
+    passes = sum((Tally.from_record(share["passes"]) for share in shares), Tally())
+    meta = {
+        **cost,
+        "seconds": sum(share["seconds"] for share in shares),
+        "passes": passes.as_record(),
+        **(stated or {}),
+        "kind": kind,
+        "material": dict(material),
+    }
+    ctx.spread.sharded_passes += 1
+    if dist.rank == owner:
+        ctx.store.save(kind, material, arrays, meta)
+    return arrays, meta
+
+
+def prepare_networks(
+    ctx: ScoreContext,
+    proxy: Proxy,
+    runs: int,
+    epoch: int,
+    stored: Callable[[int], bool],
+) -> None:
+    """Train the proxy runs whose networks at `epoch` a sharded pass will read, spread over
+    the ranks (`ctx.map_runs`), before the passes: a run whose artifact is `stored(run)`
+    needs none. One device trains each when its pass asks for it."""
+    if not ctx.dist.active:
+        return
+
+    def prepare(run: int) -> None:
+        if epoch > 0 and not stored(run):
+            proxy_network(ctx, proxy, run, epoch)
+
+    ctx.map_runs(prepare, runs)
+
+
 def derived_sufficient(meta: Mapping[str, Any]) -> bool:
     """A score artifact derived from a proxy network states that network's cost in seconds
     and example-passes (older ones are recomputed from the recorded training's)."""

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from benchmarks.errors import ConfigError
+from benchmarks.models import Classifier
 from benchmarks.seeding import derive_seed
 from methods.core.base import ScoreContext
 from methods.core.dynamics import (
-    OwnWork,
     Proxy,
+    derived_artifact,
     derived_sufficient,
+    prepare_networks,
     proxy_material,
-    proxy_network,
     restate_cost,
 )
 from methods.core.proxy_method import ProxyMethod
@@ -55,35 +56,51 @@ def proxy_outputs(
         if val is None or not val.n:
             raise ConfigError("this method needs a validation split: set data.val_size > 0")
         splits["val_"] = val
+    batch_size = ctx.proxy_settings(proxy.epochs).eval_batch_size
 
-    def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        model, cost = proxy_network(ctx, proxy, run, epoch)
-        work = OwnWork()
-        batch_size = ctx.proxy_settings(proxy.epochs).eval_batch_size
-        arrays = {}
-        for prefix, source in splits.items():
+    def rows(model: Classifier) -> dict[str, torch.Tensor]:
+        def outputs(images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
             features, logits = [], []
             with torch.inference_mode(), torch.autocast(ctx.device.type, enabled=False):
-                for _, images, _ in source.eval_batches():
-                    for i in range(0, images.shape[0], batch_size):
-                        h = model.features(images[i : i + batch_size]).float()
-                        features.append(h.cpu())
-                        logits.append(model.head(h).float().cpu())
-            arrays[f"{prefix}features"] = torch.cat(features).numpy()
-            arrays[f"{prefix}logits"] = torch.cat(logits).numpy()
-        meta = {**cost, **work.meta(), "outputs": list(OUTPUTS)}
-        return arrays, meta
+                for i in range(0, images.shape[0], batch_size):
+                    h = model.features(images[i : i + batch_size]).float()
+                    features.append(h.cpu())
+                    logits.append(model.head(h).float().cpu())
+            return {"features": torch.cat(features), "logits": torch.cat(logits)}
+
+        arrays = {}
+        for prefix, source in splits.items():
+            for name, values in ctx.sharded_rows(source, outputs).items():
+                arrays[f"{prefix}{name}"] = values
+        return arrays
 
     def sufficient(meta: dict[str, Any]) -> bool:
         return derived_sufficient(meta) and set(meta.get("outputs", ())) >= set(OUTPUTS)
 
-    material = {**proxy_material(ctx, proxy, run), "epoch": epoch, "output": "features"}
-    if with_val:
-        material["val"] = ctx.val_hash
-    arrays, meta = ctx.store.load_or_compute("features", material, compute, sufficient)
+    arrays, meta = derived_artifact(
+        ctx,
+        "features",
+        outputs_material(ctx, proxy, run, epoch, with_val),
+        proxy,
+        run,
+        epoch,
+        rows,
+        sufficient,
+        {"outputs": list(OUTPUTS)},
+    )
     if count_cost:
         restate_cost(ctx, meta)
     return arrays
+
+
+def outputs_material(
+    ctx: ScoreContext, proxy: Proxy, run: int, epoch: int, with_val: bool
+) -> dict[str, Any]:
+    """What the proxy's outputs at `epoch` are cached by (with the validation split's or not)."""
+    material = {**proxy_material(ctx, proxy, run), "epoch": epoch, "output": "features"}
+    if with_val:
+        material["val"] = ctx.val_hash
+    return material
 
 
 def proxy_features(ctx: ScoreContext, proxy: Proxy, run: int, epoch: int) -> np.ndarray:
@@ -156,6 +173,18 @@ class FeatureMethod(ProxyMethod):
         return {"epoch": self.schedule_epochs(ctx) if self.epoch is None else self.epoch}
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
+        """Each run's score, its features computed by every rank on its shard of the
+        examples; the proxy trainings first, spread over the ranks."""
+        proxy, epoch = self.proxy_spec, self.resolve(ctx).epoch
+
+        def stored(run: int) -> bool:
+            return any(
+                ctx.store.find("features", outputs_material(ctx, proxy, run, epoch, with_val))
+                is not None
+                for with_val in (False, True)
+            )
+
+        prepare_networks(ctx, proxy, self.runs, epoch, stored)
         return np.stack([self.score_run(ctx, k) for k in range(self.runs)])
 
     @abstractmethod

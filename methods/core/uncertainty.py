@@ -27,11 +27,14 @@ class Uncertainty(ProxyMethod):
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
         proxy, epoch = self.proxy_spec, self.resolve(ctx).epoch
-        rows = [
-            self.orient(at_epoch(dynamics(ctx, proxy, k, epoch), self.summary_name, epoch))
-            for k in range(self.runs)
-        ]
-        return np.stack(rows)
+        return np.stack(
+            ctx.map_runs(
+                lambda k: self.orient(
+                    at_epoch(dynamics(ctx, proxy, k, epoch), self.summary_name, epoch)
+                ),
+                self.runs,
+            )
+        )
 
     @staticmethod
     def orient(values: np.ndarray) -> np.ndarray:

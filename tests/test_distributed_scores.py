@@ -1,0 +1,272 @@
+"""Scores on two ranks (gloo on CPU, launched by torchrun) are the scores on one: proxy runs
+spread over the ranks train as they do on one device, and GraNd's and the features' passes,
+sharded by example and gathered, give every example its one-device value; a full cell on
+two ranks keeps the subset it keeps on one; a rank that fails while scoring ends the job."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dist_scores_worker import CASES, RUNS
+from patience import HUNG_AFTER_S
+from synthetic import synthetic_ctx
+from test_distributed import env, records, run_py, torchrun
+
+from benchmarks.compute import Tally
+from methods.core.base import ScoreContext, ScoreCost
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = str(ROOT / "tests" / "dist_scores_worker.py")
+# max |score on 2 ranks - score on 1| measured: 0 (bitwise equal) for every case and every
+# stored norm, feature and logit (one thread per rank, CPU)
+SCORE_ATOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> dict:
+    """Every case of tests/dist_scores_worker.py on one rank, and on each of two ranks."""
+    tmp = tmp_path_factory.mktemp("scores")
+    one = subprocess.run(
+        [sys.executable, WORKER, str(tmp / "one"), str(tmp / "cache-one")],
+        cwd=tmp,
+        env=env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=HUNG_AFTER_S,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(tmp, WORKER, str(tmp / "two"), str(tmp / "cache-two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    load = lambda name: torch.load(tmp / name, weights_only=False)  # noqa: E731
+    caches = {"one": tmp / "cache-one", "two": tmp / "cache-two"}
+    return {"one": load("one.0"), "two": [load("two.0"), load("two.1")], "caches": caches}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_scores_on_two_ranks_are_the_scores_on_one(scored, case):
+    """Each run's scores on both ranks equal the one-device scores, also read back from the
+    cache; the runs were spread k -> rank k % 2 and every sharded pass was counted."""
+    one = scored["one"][case]
+    runs = CASES[case]["runs"]
+    for rank, two in enumerate(scored["two"]):
+        mine = two[case]
+        assert mine["runs"].shape == one["runs"].shape == (runs, 57)
+        assert np.allclose(mine["runs"], one["runs"], atol=SCORE_ATOL, rtol=0), rank
+        assert np.allclose(mine["again"], one["runs"], atol=SCORE_ATOL, rtol=0), rank
+        spread = mine["spread"]
+        assert spread["world_size"] == 2
+        assert spread["runs_by_rank"] == [list(range(0, runs, 2)), list(range(1, runs, 2))]
+        sharded = CASES[case]["name"] != "el2n"
+        assert spread["sharded_passes"] == (runs if sharded else 0)
+        # read again, every artifact is found: no pass is made again
+        assert mine["sharded_again"] == 0
+        assert one["spread"] == {"world_size": 1, "runs_by_rank": [[]], "sharded_passes": 0}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_score_cost_on_two_ranks_is_the_cost_on_one(scored, case):
+    """Proxy epochs, trainings and the passes of their recordings are counted once, whichever
+    rank ran them; a sharded exact GraNd pass adds the other rank's trace of the network
+    (one forward of one example through a plan per rank), nothing else."""
+    one = scored["one"][case]["cost"]
+    for two in scored["two"]:
+        mine, alone = dict(two[case]["cost"]), dict(one)
+        if CASES[case]["name"] == "grand":
+            (network,) = alone["passes"]
+            extra = mine["passes"][network]["forward"] - alone["passes"][network]["forward"]
+            assert 0 < extra <= 10 * CASES[case]["runs"]
+            for cost in (mine, alone):
+                cost["passes"] = {network: {**cost["passes"][network], "forward": 0}}
+        assert mine == alone
+
+
+def test_proxy_runs_over_two_ranks_are_the_runs_on_one(scored):
+    """The K = 3 recorded proxy runs (two on rank 0, one on rank 1) hold, in the shared cache,
+    the summaries and the network of the same runs trained on one device."""
+    for rank, two in enumerate(scored["two"]):
+        for run in range(RUNS):
+            mine, alone = two["proxy_runs"][run], scored["one"]["proxy_runs"][run]
+            for name, values in alone["summaries"].items():
+                assert np.allclose(
+                    mine["summaries"][name].astype(float), values.astype(float), atol=1e-6
+                ), (rank, run, name)
+            for name, weight in alone["network"].items():
+                assert torch.allclose(mine["network"][name], weight, atol=1e-6), (rank, run, name)
+
+
+@pytest.mark.parametrize("kind", ["grand", "features"])
+def test_the_artifacts_of_sharded_passes_are_the_one_device_artifacts(scored, kind):
+    """Each GraNd norm and each feature and logit (train and, where asked, validation rows)
+    that the two ranks wrote to the cache, gathered from their shards, is the one-device
+    value; the run's owner wrote each once, under the same key."""
+    stored = {}
+    for name, cache in scored["caches"].items():
+        stored[name] = {}
+        for path in (cache / "scores").glob(f"{kind}-*.npz"):
+            with np.load(path) as f:
+                stored[name][path.name] = {k: f[k] for k in f.files if k != "__meta__"}
+    assert sorted(stored["two"]) == sorted(stored["one"]) and stored["one"]
+    for file, arrays in stored["one"].items():
+        for name, values in arrays.items():
+            assert stored["two"][file][name].shape == values.shape
+            assert np.allclose(stored["two"][file][name], values, atol=SCORE_ATOL, rtol=0), name
+
+
+def test_merged_costs_are_the_cost_counted_on_one_device():
+    """Per-run costs merged in run order give what one cost that counted every run states:
+    a proxy run read by two runs' scores (here run 'b') counts once, own work adds up."""
+    passes = lambda n: Tally({"net": [n, n]})  # noqa: E731
+
+    def work(cost: ScoreCost, reads: list[tuple[str, int, float, int]]) -> None:
+        for key, epoch, seconds, n in reads:
+            cost.need(key, epoch, seconds, passes(n))
+        cost.seconds += 0.5
+        cost.passes = cost.passes + passes(3)
+        cost.trainings_run += 1
+        cost.epochs_run += 2
+
+    first = [("a", 1, 2.0, 10), ("a", 2, 3.0, 20), ("b", 1, 1.0, 5)]
+    second = [("b", 2, 4.0, 9)]
+    alone, one, two = ScoreCost(), ScoreCost(), ScoreCost()
+    work(alone, first)
+    work(alone, second)
+    work(one, first)
+    work(two, second)
+    merged = ScoreCost()
+    merged.merge(one)
+    merged.merge(two)
+    assert merged.as_record() == alone.as_record()
+    # by hand: run a read to epoch 2 (3 s, 20 passes), b to epoch 2 (4 s, 9), own work twice
+    assert merged.as_record() == {
+        "proxy_epochs": 4.0,
+        "proxy_trainings": 2,
+        "seconds": 3.0 + 4.0 + 2 * 0.5,
+        "trainings_run": 2,
+        "epochs_run": 4,
+        "passes": {"net": {"forward": 20 + 9 + 2 * 3, "backward": 20 + 9 + 2 * 3}},
+    }
+
+
+def test_on_one_device_map_runs_is_the_loop_over_the_runs():
+    ctx: ScoreContext = synthetic_ctx(n=8)
+    assert ctx.map_runs(lambda k: k * k, 4) == [0, 1, 4, 9]
+    assert ctx.spread.as_record() == {"world_size": 1, "runs_by_rank": [[]], "sharded_passes": 0}
+
+
+CELL = [
+    "model=mlp",
+    "model.width=16",
+    "method=el2n",
+    "method.runs=3",
+    "method.proxy.epochs=2",
+    "method.epoch=1",
+    "prune.fraction=0.5",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "data.max_train=300",
+    "run.checkpoint_steps=0",
+]
+
+
+@pytest.mark.slow  # run.py, then torchrun with two ranks
+def test_an_el2n_cell_on_two_ranks_keeps_the_subset_it_keeps_on_one(tmp_path):
+    """K = 3 proxy runs spread over two ranks: the same kept subset (the sidecar), the same
+    recorded proxy runs in the score cache, the same score cost; the record says how the
+    runs were spread."""
+    one = run_py(tmp_path, *CELL, "results.dir=one", "cache.dir=cache-one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(tmp_path, str(ROOT / "run.py"), *CELL, "results.dir=two", "cache.dir=cache-two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    (alone,) = records(tmp_path / "one")
+    (spread,) = records(tmp_path / "two")
+    assert spread["run_key"] == alone["run_key"]
+    selection, single = spread["selection"], alone["selection"]
+    assert selection["score_spread"] == {
+        "world_size": 2,
+        "runs_by_rank": [[0, 2], [1]],
+        "sharded_passes": 0,
+    }
+    assert selection["kept_indices_sha256"] == single["kept_indices_sha256"]
+    a, b = (
+        np.load(tmp_path / folder / r["selection"]["subset"]["file"])
+        for folder, r in (("two", spread), ("one", alone))
+    )
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+        assert np.array_equal(a[key], b[key]), key
+    costs = [
+        {k: v for k, v in r["selection"]["score_cost"].items() if k != "seconds"}
+        for r in (spread, alone)
+    ]
+    assert costs[0] == costs[1] and costs[0]["trainings_run"] == 3
+    recordings = [
+        sorted((tmp_path / c / "scores").glob("dynamics-*.npz")) for c in ("cache-two", "cache-one")
+    ]
+    assert [p.name for p in recordings[0]] == [p.name for p in recordings[1]]
+    assert len(recordings[0]) == 3
+    for mine, theirs in zip(*recordings, strict=True):
+        with np.load(mine) as x, np.load(theirs) as y:
+            for key in ("el2n", "p_true", "forgetting", "margin_sum"):
+                assert np.allclose(x[key], y[key], atol=1e-6, rtol=0), (mine.name, key)
+            meta = json.loads(str(x["__meta__"]))
+            assert meta["stop_epoch"] == 1
+
+
+FAILING_MODEL = '''
+import torch
+from torch import nn
+
+from benchmarks.models import MODELS
+
+
+class FailsOnRankOne(nn.Module):
+    """An mlp body whose training raises on rank 1: there, while it trains proxy run 1."""
+
+    def __init__(self, in_features: int, width: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
+
+    def forward(self, x):
+        if self.training and torch.distributed.get_rank() == 1:
+            raise RuntimeError("injected failure")
+        return self.layers(x)
+
+
+@MODELS.register("fails_on_rank_one")
+def _fails(in_channels, image_size, width=32):
+    return FailsOnRankOne(in_channels * image_size[0] * image_size[1], width), width
+'''
+
+
+@pytest.mark.slow  # submitit's local launcher with two tasks
+def test_a_rank_that_fails_while_scoring_ends_the_job_naming_it(tmp_path):
+    """Rank 1 raises in its proxy training (run 1) while rank 0 trains run 0: rank 0 stops
+    waiting for run 1 on the store, both end with one line naming rank 1, exit 3, and
+    rank 0 records the failure."""
+    plugin = tmp_path / "failing_model.py"
+    plugin.write_text(FAILING_MODEL)
+    cell = [
+        f"plugins=[{plugin}]",
+        *CELL,
+        "model.name=fails_on_rank_one",
+        "method.runs=2",
+        "run.dist_timeout_s=60",
+        "results.dir=res",
+    ]
+    launcher = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"]
+    failed = run_py(tmp_path, *launcher, *cell, "hydra.sweep.dir=first")
+    assert failed.returncode == 3, failed.stdout[-2000:] + failed.stderr[-2000:]
+    logs = {p.name: p.read_text() for p in (tmp_path / "first" / ".submitit").rglob("*_log.err")}
+    lines = [
+        line for text in logs.values() for line in text.splitlines() if "prunebench: error" in line
+    ]
+    assert any("rank 1 of 2 raised RuntimeError: injected failure" in line for line in lines), logs
+    assert any(
+        line.startswith("prunebench: error: rank 0 of 2 stopped: rank 1 of 2") for line in lines
+    ), logs
+    (record,) = records(tmp_path / "res")
+    assert record["status"] == "failed" and "rank 1 of 2 raised" in record["error"]
