@@ -300,19 +300,17 @@ class Dist:
     def from_rank(self, src: int, key: str, compute: Callable[[], T]) -> T:
         """`compute()` run on rank `src` only, its result handed to every rank.
 
-        The others wait on the store, not in a collective, so that a long computation
-        (scores of many proxy trainings) does not run into the collective timeout; a
-        rank that fails (its message in the store) or dies stops them.
+        Every rank waits on the store until all have arrived (`src` once it computed), not
+        in a collective, so that a long computation (a selection, a proxy training) does
+        not run into the collective timeout, whichever rank is late; a rank that fails
+        (its message in the store) or dies stops them.
         """
         if not self.active:
             return compute()
         key = self._message_key(key)
-        if self.rank == src:
-            result = compute()
-            self.store.set(f"{key}/ready", "1")
-        else:
-            self._wait_for([f"{key}/ready"])
-            result = None
+        result = compute() if self.rank == src else None
+        self.store.set(f"{key}/{self.rank}", "1")
+        self._wait_for([f"{key}/{rank}" for rank in range(self.world)])
         return self.broadcast_object(result, src)
 
     def exchange(self, key: str, mine: dict[int, T]) -> dict[int, T]:
@@ -328,6 +326,9 @@ class Dist:
         merged: dict[int, T] = {}
         for part in parts:
             merged.update(pickle.loads(self.store.get(part)))
+        if self.store.add(f"{key}/read", 1) == self.world:  # the last reader frees the store
+            for part in parts:
+                self.store.delete_key(part)
         return merged
 
     def _message_key(self, key: str) -> str:

@@ -36,7 +36,11 @@ CASES: dict[str, dict[str, Any]] = {
     # BatchNorm (eval mode) and convolutions, whose kernels may differ with the batch's size
     "grand_cnn": {"name": "grand", "runs": 2, "epoch": 1, "model": "cnn"},
     "moderate_cnn": {"name": "moderate", "runs": 1, "epoch": 1, "model": "cnn"},
+    # a pass of its own, spread by run and not sharded
+    "deepfool": {"name": "deepfool", "runs": RUNS, "epoch": 1, "max_iter": 5},
 }
+# the cases whose passes over a proxy network are sharded by example
+SHARDED = ("grand", "moderate", "kcenter")
 
 
 def context(cache: Path | None, dist: Dist, model: str = "mlp") -> ScoreContext:

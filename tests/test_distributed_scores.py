@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dist_scores_worker import CASES, RUNS
+from dist_scores_worker import CASES, RUNS, SHARDED
 from patience import HUNG_AFTER_S
 from synthetic import synthetic_ctx
 from test_distributed import env, records, run_py, torchrun
@@ -60,7 +60,7 @@ def test_scores_on_two_ranks_are_the_scores_on_one(scored, case):
         spread = mine["spread"]
         assert spread["world_size"] == 2
         assert spread["runs_by_rank"] == [list(range(0, runs, 2)), list(range(1, runs, 2))]
-        sharded = CASES[case]["name"] != "el2n"
+        sharded = CASES[case]["name"] in SHARDED
         assert spread["sharded_passes"] == (runs if sharded else 0)
         # read again, every artifact is found: no pass is made again
         assert mine["sharded_again"] == 0
