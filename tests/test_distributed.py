@@ -64,6 +64,22 @@ def records(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+def assert_rank_one_failed(tmp_path: Path, failed: subprocess.CompletedProcess) -> None:
+    """The sweep in tmp_path/first, whose rank 1 raised: exit 3, each rank's log names rank 1
+    in one line, and rank 0 wrote a failed record into tmp_path/res."""
+    assert failed.returncode == 3, failed.stdout[-2000:] + failed.stderr[-2000:]
+    logs = {p.name: p.read_text() for p in (tmp_path / "first" / ".submitit").rglob("*_log.err")}
+    lines = [
+        line for text in logs.values() for line in text.splitlines() if "prunebench: error" in line
+    ]
+    assert any("rank 1 of 2 raised RuntimeError: injected failure" in line for line in lines), logs
+    assert any(
+        line.startswith("prunebench: error: rank 0 of 2 stopped: rank 1 of 2") for line in lines
+    ), logs
+    (record,) = records(tmp_path / "res")
+    assert record["status"] == "failed" and "rank 1 of 2 raised" in record["error"]
+
+
 # ---------------------------------------------------------------- without a group
 
 
@@ -293,17 +309,7 @@ def test_a_rank_that_raises_ends_the_job_naming_it_and_the_rerun_resumes(tmp_pat
     failed = run_py(
         tmp_path, *launcher, *cell, "hydra.sweep.dir=first", PRUNEBENCH_TEST_FAIL_AT="15"
     )
-    assert failed.returncode == 3, failed.stdout[-2000:] + failed.stderr[-2000:]
-    logs = {p.name: p.read_text() for p in (tmp_path / "first" / ".submitit").rglob("*_log.err")}
-    lines = [
-        line for text in logs.values() for line in text.splitlines() if "prunebench: error" in line
-    ]
-    assert any("rank 1 of 2 raised RuntimeError: injected failure" in line for line in lines), logs
-    assert any(
-        line.startswith("prunebench: error: rank 0 of 2 stopped: rank 1 of 2") for line in lines
-    )
-    (record,) = records(tmp_path / "res")
-    assert record["status"] == "failed" and "rank 1 of 2 raised" in record["error"]
+    assert_rank_one_failed(tmp_path, failed)
     rerun = torchrun(tmp_path, str(ROOT / "run.py"), *cell)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     finished = [r for r in records(tmp_path / "res") if r["status"] == "finished"]

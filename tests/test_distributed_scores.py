@@ -14,7 +14,7 @@ import torch
 from dist_scores_worker import CASES, RUNS, SHARDED
 from patience import HUNG_AFTER_S
 from synthetic import synthetic_ctx
-from test_distributed import env, records, run_py, torchrun
+from test_distributed import assert_rank_one_failed, env, records, run_py, torchrun
 
 from benchmarks.compute import Tally
 from methods.core.base import ScoreContext, ScoreCost
@@ -259,14 +259,4 @@ def test_a_rank_that_fails_while_scoring_ends_the_job_naming_it(tmp_path):
     ]
     launcher = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"]
     failed = run_py(tmp_path, *launcher, *cell, "hydra.sweep.dir=first")
-    assert failed.returncode == 3, failed.stdout[-2000:] + failed.stderr[-2000:]
-    logs = {p.name: p.read_text() for p in (tmp_path / "first" / ".submitit").rglob("*_log.err")}
-    lines = [
-        line for text in logs.values() for line in text.splitlines() if "prunebench: error" in line
-    ]
-    assert any("rank 1 of 2 raised RuntimeError: injected failure" in line for line in lines), logs
-    assert any(
-        line.startswith("prunebench: error: rank 0 of 2 stopped: rank 1 of 2") for line in lines
-    ), logs
-    (record,) = records(tmp_path / "res")
-    assert record["status"] == "failed" and "rank 1 of 2 raised" in record["error"]
+    assert_rank_one_failed(tmp_path, failed)
