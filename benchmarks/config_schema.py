@@ -136,6 +136,9 @@ class TrainConfig:
     sync_bn: bool = False
 
 
+PROXY_PARALLEL = ("runs", "data")
+
+
 @dataclass
 class ScoreProtocolConfig:
     # null: epoch_fraction of the proxy's schedule (methods.core.proxy_method.epoch_at)
@@ -145,6 +148,9 @@ class ScoreProtocolConfig:
     proxy_epochs: int | None = None
     # an integer, or "cell" (the cell's seed): checked by the methods (method.proxy.seed)
     proxy_seed: Any = 0
+    # several ranks: `runs` spreads the proxy runs (each a one-device training), `data`
+    # trains each proxy run data-parallel over all ranks (checked in benchmarks/pipeline.py)
+    proxy_parallel: str = "runs"
 
 
 @dataclass
@@ -244,6 +250,12 @@ def validate(cfg: DictConfig) -> None:
             _check_section("data", own, {k: v for k, v in data.items() if k in own_keys})
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, schema, data.get("name"))) from None
+    parallel = (plain.get("score") or {}).get("proxy_parallel", "runs")
+    if parallel not in PROXY_PARALLEL:
+        raise ConfigError(
+            f"score.proxy_parallel={parallel!r} is not one of {', '.join(PROXY_PARALLEL)} "
+            "(runs: the proxy runs spread over the ranks; data: each trained over all ranks)"
+        )
     seeds = {"seed": plain.get("seed")}
     seeds.update({f"data.{k}": v for k, v in data.items() if k.endswith("_seed")})
     for key, value in seeds.items():

@@ -175,6 +175,22 @@ def shared_score_epoch(cfg: DictConfig) -> int:
     return epoch_at(fraction, int(epochs), minimum=int(fraction > 0))
 
 
+def proxy_parallel(cfg: DictConfig) -> str:
+    """How proxy runs use a cell's ranks (score.proxy_parallel): `runs` or `data`."""
+    return str(cfg.score.get("proxy_parallel", "runs")) if cfg.get("score") else "runs"
+
+
+def check_shared_recordings(cfg: DictConfig, world: int) -> None:
+    """A proxy trained over all ranks is written by rank 0 and read by the others from the
+    score cache: score.proxy_parallel=data on several ranks needs it."""
+    if world > 1 and proxy_parallel(cfg) == "data" and not cfg.cache.get("scores", True):
+        raise ConfigError(
+            f"score.proxy_parallel=data trains each proxy run over the {world} ranks, which "
+            "read its recording from the score cache; it needs cache.scores=true (with "
+            "cache.dir one folder that every rank reads), or score.proxy_parallel=runs"
+        )
+
+
 def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
     """Load the data set (in memory or streamed, data.storage), carve validation, inject label
     noise, and move it to the device."""
@@ -219,6 +235,7 @@ def prepare(cfg: DictConfig, device: torch.device) -> Prepared:
         train_cfg=OmegaConf.to_container(cfg.train, resolve=True),
         cache=ScoreCache(cfg.cache.dir) if cfg.cache.get("scores", True) else None,
         keep_weights_at=(shared_score_epoch(cfg),) if cfg.get("score") else (),
+        proxy_parallel=proxy_parallel(cfg),
         origin=ds.origin[train_index],
         source_n_train=ds.source_n_train,
         source_fingerprint=ds.source_fingerprint,
@@ -286,6 +303,7 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     settings = TrainSettings.from_config(cfg.train)
     launch = read_launch()
     check_global_batch(settings.batch_size, launch.world)
+    check_shared_recordings(cfg, launch.world)
     method, method_label = method_from_config(cfg.method)
     method.check_schedule(OmegaConf.to_container(cfg.train, resolve=True))
     logger = make_logger(cfg.get("logger")) if launch.rank == 0 else None

@@ -306,7 +306,8 @@ class Checkpointing:
     and `stop_path`, where the state is saved when training stops, as the next
     continuation's point. That file is never the preemption checkpoint, so a preemption
     cannot move the point a recording continues from. `extra()` returns what else a
-    preemption checkpoint holds (the recorder's sums), returned with the state on resumption.
+    preemption checkpoint holds (the recorder's sums), returned with the state on resumption;
+    data-parallel, every rank calls it (it may sum over the ranks) and rank 0 saves it.
     """
 
     path: Path
@@ -353,14 +354,13 @@ def train(
     own losses. With an active `dist` (data-parallel), every rank follows the same plan of
     global batches and trains on its slice of each through DDP: the same steps, schedule,
     augmentation, losses and sampler decisions as on one device (the sampler sees the
-    global batch's losses); rank 0 alone saves checkpoints, and a preemption signal on any
+    global batch's losses, `on_batch` the global batch's logits, `on_epoch` every rank
+    with rank 0's buffers); rank 0 alone saves checkpoints, and a preemption signal on any
     rank stops every rank at the same step.
     """
     run_steps = total_steps if stop_step is None else min(stop_step, total_steps)
     device = source.device
     dist = dist or Dist(device=device)
-    if dist.active and on_batch is not None:
-        raise ValueError("on_batch records whole batches: train a proxy on one device")
     if weights is not None:
         if sampler is not None:
             raise ValueError("a dynamic sampler weights its own losses; pass no static weights")
@@ -428,8 +428,9 @@ def train(
                     label_smoothing=settings.label_smoothing,
                     reduction="none",
                 )
-            if on_batch is not None:
-                on_batch(step, idx, logits.detach().float(), targets)
+            if on_batch is not None:  # data-parallel: the global batch's, on every rank
+                batch_logits = dist.gather_rows(logits.detach().float(), idx.numel())
+                on_batch(step, idx, batch_logits, source.labels[idx])
             if sampler is not None:
                 sampler.observe(idx, dist.gather_rows(losses.detach(), idx.numel()))
                 loss = weighted_batch_loss(
@@ -455,6 +456,7 @@ def train(
             for _ in range(epochs_ended):
                 log = state.close_epoch(lr, time.perf_counter() - clock)
                 if on_epoch is not None:
+                    dist.sync_buffers(model)  # every rank passes over the same network
                     on_epoch(log.epoch, model)
                 if evaluate is not None and (
                     settings.eval_every_epoch or log.epoch == settings.epochs
@@ -486,10 +488,15 @@ def train(
                 if dist.writer and at_stop:
                     stop_path = checkpointing.stop_path
                     _save_checkpoint(
-                        checkpointing, state, model, optimizer, sampler, plan, stop_path
+                        checkpointing, state, model, optimizer, sampler, plan, {}, stop_path
                     )
-                if dist.writer and (guard.requested or periodic):
-                    saved = _save_checkpoint(checkpointing, state, model, optimizer, sampler, plan)
+                if guard.requested or periodic:
+                    # every rank takes part in extra() (a recorder sums the ranks' counts)
+                    extra = checkpointing.extra() if checkpointing.extra is not None else {}
+                    if dist.writer:
+                        saved = _save_checkpoint(
+                            checkpointing, state, model, optimizer, sampler, plan, extra
+                        )
             if guard.requested:
                 dist.barrier()  # the checkpoint is on disk before any rank leaves
                 logger.warning(
@@ -520,15 +527,14 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     sampler: PassSampler | None,
     plan: Iterable[PlanStep],
+    extra: Mapping[str, Any],
     path: Path | None = None,
 ) -> bool:
-    """Save the training state (at the checkpoint's path unless `path`, the stop point, is
-    given); on failure warn once and let training go on."""
-    extra: dict[str, Any] = {}
+    """Save the training state and `extra` (at the checkpoint's path unless `path`, the stop
+    point, is given); on failure warn once and let training go on."""
+    extra = dict(extra)
     if isinstance(plan, _DynamicPlan) and sampler is not None:
-        extra = {"sampler": sampler.state_dict(), "cursor": plan.cursor}
-    if path is None and checkpointing.extra is not None:
-        extra.update(checkpointing.extra())
+        extra.update({"sampler": sampler.state_dict(), "cursor": plan.cursor})
     path = path or checkpointing.path
     try:
         state.save(path, model, optimizer, extra)

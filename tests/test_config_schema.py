@@ -129,6 +129,7 @@ BAD_INPUTS = [
     ("prune.offset=abc", "prune.offset: Value 'abc'"),
     ("data.label_noise=abc", "data.label_noise: Value 'abc'"),
     ("method.runs=abc", "method.runs='abc' must be an integer"),
+    ("score.proxy_parallel=model", "score.proxy_parallel='model' is not one of runs, data"),
 ]
 
 

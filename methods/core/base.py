@@ -108,6 +108,8 @@ class ScoreSpread:
     runs_by_rank: list[list[int]] = field(default_factory=lambda: [[]])
     # score passes (GraNd, features) that every rank computed on its shard of the examples
     sharded_passes: int = 0
+    # the proxy runs trained data-parallel over all ranks (score.proxy_parallel=data)
+    data_parallel_runs: list[int] = field(default_factory=list)
 
     @classmethod
     def over(cls, world: int) -> ScoreSpread:
@@ -162,6 +164,9 @@ class ScoreContext:
     # the cell's ranks (world 1: one device): proxy runs spread over them, passes sharded
     dist: Dist = field(default_factory=Dist, repr=False)
     spread: ScoreSpread = field(default_factory=ScoreSpread)
+    # on several ranks: `runs` spreads the proxy runs over them, `data` trains each proxy
+    # run data-parallel over all of them (score.proxy_parallel)
+    proxy_parallel: str = "runs"
     _scratch: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     @property
@@ -192,6 +197,11 @@ class ScoreContext:
         (in memory: the whole set at once)."""
         return self.source.eval_batches(batch_size, indices)
 
+    @property
+    def data_parallel(self) -> bool:
+        """Proxy runs train data-parallel over the cell's ranks (score.proxy_parallel=data)."""
+        return self.dist.active and self.proxy_parallel == "data"
+
     def map_runs(self, fn: Callable[[int], T], runs: int) -> list[T]:
         """[fn(0), ..., fn(runs - 1)] on every rank, run k computed by rank k % world alone.
 
@@ -200,10 +210,19 @@ class ScoreContext:
         through the store, so a rank done with its share waits there, never in a
         collective (K = 10 runs on 8 ranks: some ranks run two). Every rank then holds
         the same results and the same `cost` as one device would.
+
+        With `data_parallel`, every rank computes fn(0), ..., fn(runs - 1) in turn instead:
+        each proxy run trains over all ranks (`methods.core.dynamics.recorded_run`), and
+        what fn computes from it is computed by every rank.
         """
         dist = self.dist
         if not dist.active:
             return [fn(k) for k in range(runs)]
+        if self.data_parallel:
+            results = [fn(k) for k in range(runs)]
+            done = self.spread.data_parallel_runs
+            done.extend(k for k in range(runs) if k not in done)
+            return results
         total, mine = self.cost, {}
         try:
             with self.alone():

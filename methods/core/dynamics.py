@@ -22,6 +22,7 @@ and jobs, each proxy run is trained once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import typing
@@ -38,6 +39,7 @@ from benchmarks.atomic import atomic_write
 from benchmarks.cache import content_key, read_artifact
 from benchmarks.compute import Tally, snapshot
 from benchmarks.data.source import ExampleSource
+from benchmarks.distributed import Dist
 from benchmarks.errors import ConfigError
 from benchmarks.models import Classifier
 from benchmarks.options import check_option_types
@@ -155,9 +157,13 @@ class DynamicsRecorder:
     easy end of EL2N), which bf16 would blur.
     """
 
-    def __init__(self, source: ExampleSource, eval_batch_size: int) -> None:
+    def __init__(
+        self, source: ExampleSource, eval_batch_size: int, dist: Dist | None = None
+    ) -> None:
         n, device = source.n, source.device
         self.source, self.y = source, source.labels
+        # data-parallel: every rank records the whole batches and the whole eval pass
+        self.dist = dist or Dist(device=device)
         self.eval_batch_size = eval_batch_size
         self.forgetting = torch.zeros(n, dtype=torch.long, device=device)
         self.presentations = torch.zeros(n, dtype=torch.long, device=device)
@@ -186,7 +192,14 @@ class DynamicsRecorder:
     def logits(self, model: torch.nn.Module) -> torch.Tensor:
         """Eval-mode float32 logits of every example, autocast off even inside an autocast."""
         with torch.autocast(self.source.device.type, enabled=False):
-            return source_logits(model, self.source, self.eval_batch_size, amp=False)
+            return source_logits(
+                model, self.source, self.eval_batch_size, amp=False, dist=self.dist
+            )
+
+    def passes_so_far(self) -> Tally:
+        """Example-passes of the training and its recording so far, every rank's summed."""
+        mine = snapshot() - self.passes_start
+        return self.passes_before + sum(self.dist.gathered(mine), Tally())
 
     def on_epoch(self, epoch: int, model: torch.nn.Module) -> None:
         logits = self.logits(model)
@@ -196,7 +209,7 @@ class DynamicsRecorder:
         summaries["train_el2n_cum"] = self.train_el2n_sum.clone()
         self.epochs[epoch] = summaries
         self.seconds[epoch] = time.perf_counter() - self.clock
-        self.passes[epoch] = self.passes_before + (snapshot() - self.passes_start)
+        self.passes[epoch] = self.passes_so_far()
         self.previous_logits = logits
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -232,7 +245,8 @@ class DynamicsRecorder:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the recording carries from step to step, for a preemption checkpoint:
-        its sums exactly, the summaries of past epochs as stored (float32)."""
+        its sums exactly, the summaries of past epochs as stored (float32). Every rank of a
+        data-parallel recording calls it (the passes are summed over the ranks)."""
         return {
             "counters": {name: getattr(self, name) for name in COUNTERS},
             "epochs": {
@@ -241,7 +255,7 @@ class DynamicsRecorder:
             },
             "seconds": dict(self.seconds),
             "passes": self.passes_record(),
-            "passes_so_far": (self.passes_before + (snapshot() - self.passes_start)).as_record(),
+            "passes_so_far": self.passes_so_far().as_record(),
             "previous_logits": self.previous_logits,
         }
 
@@ -291,6 +305,8 @@ def train_proxy(
     Epoch 0 means the freshly initialised network. The same (proxy, run) always gives
     the same network at the same epoch on CPU, whichever score asks for it; with
     `checkpointing` it continues from the state its caller read (`checkpointing.start`).
+    With an active `ctx.dist` (score.proxy_parallel=data) it trains data-parallel over the
+    ranks; one device otherwise (a share of `ctx.map_runs` runs `alone`).
     """
     settings = ctx.proxy_settings(proxy.epochs)
     if not 0 <= stop_epoch <= settings.epochs:
@@ -314,6 +330,7 @@ def train_proxy(
             on_epoch=on_epoch,
             stop_step=round(total * stop_epoch / settings.epochs),
             checkpointing=checkpointing,
+            dist=ctx.dist,
         )
     model.eval()
     return model
@@ -413,7 +430,8 @@ def recorded_run(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], RecordingFiles]:
     """Proxy run `run` recorded at least up to `stop_epoch`, with its network kept at each
     epoch of `weights_at`: from the cache, by continuing a shorter stored recording, or
-    (only when an earlier epoch's network was not kept) by training it again."""
+    (only when an earlier epoch's network was not kept) by training it again. With
+    `ctx.data_parallel`, every rank takes part in the training (`_recorded_over_ranks`)."""
     settings = ctx.proxy_settings(proxy.epochs)
     if not 0 <= stop_epoch <= settings.epochs:
         raise ConfigError(
@@ -432,7 +450,7 @@ def recorded_run(
             and all(files.weights(e).exists() for e in asked)
         )
 
-    def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def decide() -> tuple[RecordingOrder, Mapping[str, Any] | None, Continuation | None]:
         found = read_artifact(files.summaries)
         previous = None
         stop, keep = stop_epoch, set(asked)
@@ -446,9 +464,14 @@ def recorded_run(
                 if point is not None:
                     previous = Continuation(*found, stored_stop, on_disk, *point)
         keep |= {e for e in (*ctx.keep_weights_at, settings.epochs, stop) if 0 < e <= stop}
-        return _record(ctx, proxy, run, stop, sorted(keep), files, previous)
+        return _order(ctx, proxy, files, stop, sorted(keep), previous)
 
-    arrays, meta = ctx.store.load_or_compute("dynamics", material, compute, sufficient)
+    if ctx.data_parallel:
+        arrays, meta = _recorded_over_ranks(ctx, proxy, run, files, material, sufficient, decide)
+    else:
+        arrays, meta = ctx.store.load_or_compute(
+            "dynamics", material, lambda: _record(ctx, proxy, run, files, *decide()), sufficient
+        )
     (row,) = np.flatnonzero(arrays["epochs"] == stop_epoch)
     ctx.cost.need(
         content_key(material),
@@ -472,44 +495,93 @@ class Continuation:
     state: Mapping[str, Any]
 
 
-def _record(
+@dataclass(frozen=True)
+class RecordingOrder:
+    """What a recording trains, decided by the one writer and followed by every rank: from
+    `start_epoch` to `stop_epoch`, keeping the networks at `keep`, starting `fresh`, from
+    the preemption checkpoint of this extension (`preempted`) or from the stored
+    recording's stop state (`continued`, whose kept networks are `kept`), read at
+    `state_path`."""
+
+    start_epoch: int
+    stop_epoch: int
+    keep: tuple[int, ...]
+    resume: str = "fresh"
+    state_path: str | None = None
+    kept: tuple[int, ...] = ()
+
+
+def _order(
     ctx: ScoreContext,
     proxy: Proxy,
-    run: int,
+    files: RecordingFiles,
     stop_epoch: int,
     keep: list[int],
-    files: RecordingFiles,
     previous: Continuation | None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train (or continue) proxy run `run` to `stop_epoch` under the recorder.
-
-    Runs under the recording's lock: the training states that this training does not start
-    from are stale and removed; a preemption checkpoint of this same extension is resumed.
-    """
-    recorder = DynamicsRecorder(ctx.source, ctx.proxy_settings(proxy.epochs).eval_batch_size)
+) -> tuple[RecordingOrder, Mapping[str, Any] | None, Continuation | None]:
+    """Where the recording to `stop_epoch` starts (run by its writer, under the recording's
+    lock): a preemption checkpoint of this same extension is resumed; the training states
+    that it does not start from are stale and removed. Returns the order, the state it
+    starts from (read and checked) and the recording it continues."""
     start_epoch = 0 if previous is None else previous.epoch
     preemption = files.preemption(start_epoch, stop_epoch)
     for path in files.training_states():
         if path not in (preemption, previous and previous.state_path):
             path.unlink(missing_ok=True)
-    kept: set[int] = set()
+    fresh = RecordingOrder(start_epoch, stop_epoch, tuple(keep))
     start = _preempted(ctx, proxy, preemption, start_epoch, stop_epoch)
     if start is not None:
+        return (
+            dataclasses.replace(fresh, resume="preempted", state_path=str(preemption)),
+            start,
+            previous,
+        )
+    if previous is not None:
+        order = dataclasses.replace(
+            fresh,
+            resume="continued",
+            state_path=str(previous.state_path),
+            kept=tuple(sorted(previous.kept)),
+        )
+        return order, previous.state, previous
+    return fresh, None, None
+
+
+def _record(
+    ctx: ScoreContext,
+    proxy: Proxy,
+    run: int,
+    files: RecordingFiles,
+    order: RecordingOrder,
+    start: Mapping[str, Any] | None,
+    previous: Continuation | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train (or continue) proxy run `run` as `order` says, under the recorder, from `start`
+    (the state read at `order.state_path`). Only the writer (rank 0, or the one device)
+    writes the recording's networks and training states."""
+    writes = ctx.dist.writer
+    settings = ctx.proxy_settings(proxy.epochs)
+    recorder = DynamicsRecorder(ctx.source, settings.eval_batch_size, ctx.dist)
+    kept: set[int] = set()
+    if order.resume == "preempted":
         recorder.load_state_dict(start["recording"])
         kept = set(start["recording"]["kept"])
-    elif previous is not None:
-        start, kept = previous.state, set(previous.kept)
+    elif order.resume == "continued":
+        kept = set(order.kept)
         stored = ctx.build_model(proxy.model, 0)
         stored.load_state_dict(start["model"])
         recorder.restore(previous.arrays, previous.meta, stored)
 
     def on_epoch(epoch: int, model: torch.nn.Module) -> None:
         recorder.on_epoch(epoch, model)
-        if epoch in keep:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            atomic_write(files.weights(epoch), lambda f: torch.save(state, f))
+        if epoch in order.keep:
+            if writes:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                atomic_write(files.weights(epoch), lambda f: torch.save(state, f))
             kept.add(epoch)
 
+    preemption = files.preemption(order.start_epoch, order.stop_epoch)
+    stop_epoch = order.stop_epoch
     checkpointing = Checkpointing(
         preemption,
         every_steps=0,
@@ -518,18 +590,85 @@ def _record(
         extra=lambda: {"recording": {**recorder.state_dict(), "kept": sorted(kept)}},
     )
     train_proxy(ctx, proxy, run, stop_epoch, recorder.on_batch, on_epoch, checkpointing)
-    preemption.unlink(missing_ok=True)
-    if start_epoch == 0 and stop_epoch > 0:
+    if writes:
+        preemption.unlink(missing_ok=True)
+    if order.start_epoch == 0 and stop_epoch > 0:
         ctx.cost.trainings_run += 1
-    ctx.cost.epochs_run += stop_epoch - start_epoch
+    ctx.cost.epochs_run += stop_epoch - order.start_epoch
     meta = {
         "recorder": RECORDER_VERSION,
         "stop_epoch": stop_epoch,
         "weights_epochs": sorted(kept),
         "summaries": list(RECORDED_SUMMARIES),
         "passes": recorder.passes_record(),
+        "world_size": ctx.dist.world,
     }
     return recorder.arrays(), meta
+
+
+def _recorded_over_ranks(
+    ctx: ScoreContext,
+    proxy: Proxy,
+    run: int,
+    files: RecordingFiles,
+    material: Mapping[str, Any],
+    sufficient: Callable[[dict[str, Any]], bool],
+    decide: Callable[[], tuple[RecordingOrder, Mapping[str, Any] | None, Continuation | None]],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Proxy run `run` recorded by a training data-parallel over all ranks.
+
+    Rank 0 looks for the recording under its lock, as one device does, and sends the others
+    its order (what to train, from which state), or None when the stored one suffices; every
+    rank then trains its slice of each global batch and records the whole batches, and rank 0
+    alone writes the recording. The others read what it wrote: `cache.dir` is one folder
+    every rank reads (checked before the cell starts).
+    """
+    dist = ctx.dist
+    key = f"scores/dynamics/{run}"
+    if dist.writer:
+        told = False
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            nonlocal told
+            order, start, previous = decide()
+            dist.from_writer(key, lambda: order)
+            told = True
+            return _record(ctx, proxy, run, files, order, start, previous)
+
+        arrays, meta = ctx.store.load_or_compute("dynamics", material, compute, sufficient)
+        if not told:
+            dist.from_writer(key, lambda: None)
+        dist.from_writer(f"{key}/stored", lambda: None)
+        return arrays, meta
+    order = dist.from_writer(key, lambda: None)
+    if order is not None:
+        start = previous = None
+        if order.state_path is not None:
+            start = read_state(Path(order.state_path), ctx.device)
+            if start is None:
+                raise RuntimeError(_unshared(dist, order.state_path))
+        if order.resume == "continued":
+            found = read_artifact(files.summaries)
+            if found is None:
+                raise RuntimeError(_unshared(dist, files.summaries))
+            previous = Continuation(
+                *found, order.start_epoch, set(order.kept), Path(order.state_path), start
+            )
+        _record(ctx, proxy, run, files, order, start, previous)
+    dist.from_writer(f"{key}/stored", lambda: None)
+    found = ctx.store.find("dynamics", material, sufficient)
+    if found is None:
+        raise RuntimeError(_unshared(dist, files.summaries))
+    return found
+
+
+def _unshared(dist: Dist, path: Path | str) -> str:
+    """Why a rank of a proxy run trained over all ranks stops: a file of it is unreadable."""
+    return (
+        f"rank {dist.rank} of {dist.world} cannot read {path}, written by rank 0 for a proxy "
+        "run trained over all ranks: score.proxy_parallel=data needs cache.dir to be one "
+        "folder that every rank reads (a damaged file is trained again by the rerun)"
+    )
 
 
 def _preempted(
@@ -557,6 +696,8 @@ def read_network(
     """The network a recording kept at `epoch`; a file found unreadable (set aside) is made
     again by `record_again()` (the recorded run asked once more, which retrains it)."""
     state = read_state(files.weights(epoch), ctx.device)
+    if state is None and ctx.data_parallel:  # training it again alone would leave the others
+        raise RuntimeError(_unshared(ctx.dist, files.weights(epoch)))
     if state is None:
         record_again()
         state = read_state(files.weights(epoch), ctx.device)
@@ -644,7 +785,8 @@ def derived_artifact(
         found = ctx.store.find(kind, material, sufficient)
         if found is not None:
             return found, None
-        model, cost = proxy_network(ctx, proxy, run, epoch)
+        with ctx.alone():  # the others wait on the store: no collective here
+            model, cost = proxy_network(ctx, proxy, run, epoch)
         return None, (cost, {k: v.cpu() for k, v in model.state_dict().items()})
 
     found, network = dist.from_rank(owner, f"scores/{kind}", on_owner)
@@ -679,14 +821,19 @@ def prepare_networks(
     epoch: int,
     stored: Callable[[int], bool],
 ) -> None:
-    """Train the proxy runs whose networks at `epoch` a sharded pass will read, spread over
-    the ranks (`ctx.map_runs`), before the passes: a run whose artifact is `stored(run)`
-    needs none. One device trains each when its pass asks for it."""
+    """Train the proxy runs whose networks at `epoch` a sharded pass will read, over the
+    ranks (`ctx.map_runs`: spread, or each data-parallel), before the passes: a run whose
+    artifact is `stored(run)` needs none. One device trains each when its pass asks for it."""
     if not ctx.dist.active:
         return
+    wanted = None
+    if ctx.data_parallel:  # every rank trains the same runs: rank 0 decides which
+        wanted = ctx.dist.from_writer(
+            "scores/prepare", lambda: [k for k in range(runs) if not stored(k)]
+        )
 
     def prepare(run: int) -> None:
-        if epoch > 0 and not stored(run):
+        if epoch > 0 and (run in wanted if wanted is not None else not stored(run)):
             proxy_network(ctx, proxy, run, epoch)
 
     ctx.map_runs(prepare, runs)
