@@ -94,6 +94,31 @@ def test_the_preemption_signal_saves_at_the_end_of_its_step_then_the_handler_run
     assert _logs(logs) == _logs(ref_logs)
 
 
+def test_a_handler_that_returns_gets_one_save_and_training_goes_on(tmp_path):
+    """submitit's handler returns on a task other than rank 0 (only rank 0 requeues), here
+    while that task trains a proxy run alone: the state is saved once, at the signal's
+    step, and training ends as the uninterrupted run does, saving no checkpoint per step."""
+    settings = TrainSettings(epochs=3, batch_size=20)  # 15 steps
+    reference = _fresh()
+    _train(reference, settings)
+    calls = []
+
+    def signal_in_step_7(step, idx, logits, targets):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    old = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        ckpt = Checkpointing(tmp_path / "ckpt.pt", every_steps=0)
+        model = _fresh()
+        _train(model, settings, on_batch=signal_in_step_7, checkpointing=ckpt)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert calls == [signal.SIGUSR2]
+    assert torch.load(ckpt.path, weights_only=False)["step"] == 8
+    _same(model, reference)
+
+
 def test_without_checkpointing_the_signal_is_handled_at_once(tmp_path, submitit_like_handler):
     seen = []
 
