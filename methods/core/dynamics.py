@@ -620,8 +620,9 @@ def _recorded_over_ranks(
     Rank 0 looks for the recording under its lock, as one device does, and sends the others
     its order (what to train, from which state), or None when the stored one suffices; every
     rank then trains its slice of each global batch and records the whole batches, and rank 0
-    alone writes the recording. The others read what it wrote: `cache.dir` is one folder
-    every rank reads (checked before the cell starts).
+    alone writes the recording. The others read what it wrote: `cache.dir` must be one folder
+    every rank reads (the score cache's being on is checked before the cell starts; a file a
+    rank cannot read stops it with one line).
     """
     dist = ctx.dist
     key = f"scores/dynamics/{run}"
