@@ -358,3 +358,77 @@ def test_a_rank_that_fails_while_scoring_ends_the_job_naming_it(tmp_path):
     launcher = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"]
     failed = run_py(tmp_path, *launcher, *cell, "hydra.sweep.dir=first")
     assert_rank_one_failed(tmp_path, failed)
+
+
+SIGNALLED_MODEL = '''
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchmarks.models import MODELS
+
+SIGNAL_AT = 3  # the step of rank 0's first proxy run in which the preemption signal arrives
+
+
+def _requeue_on_rank_zero(signum, frame):
+    """submitit's handler: rank 0 requeues the job and exits, the other tasks return."""
+    if torch.distributed.get_rank() == 0:
+        sys.exit(-1)
+
+
+signal.signal(signal.SIGUSR2, _requeue_on_rank_zero)
+
+
+class SignalledOnRankZero(nn.Module):
+    """An mlp body that raises USR2 on rank 0, once per test, in a step of its training."""
+
+    def __init__(self, in_features: int, width: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
+        self.steps = 0
+
+    def forward(self, x):
+        distributed = torch.distributed.is_initialized()
+        if self.training and distributed and torch.distributed.get_rank() == 0:
+            self.steps += 1
+            marker = Path("signalled")
+            if self.steps == SIGNAL_AT + 1 and not marker.exists():
+                marker.touch()
+                signal.raise_signal(signal.SIGUSR2)
+        return self.layers(x)
+
+
+@MODELS.register("signalled_on_rank_zero")
+def _signalled(in_channels, image_size, width=32):
+    return SignalledOnRankZero(in_channels * image_size[0] * image_size[1], width), width
+'''
+
+
+@pytest.mark.slow  # run.py, then torchrun with two ranks twice
+def test_a_cell_preempted_while_its_ranks_train_proxy_runs_alone_resumes_them(tmp_path):
+    """score.proxy_parallel=runs: the signal arrives in step 3 of proxy run 0, which rank 0
+    trains alone while rank 1 trains run 1; rank 0 saves that run's state at the step and
+    exits as submitit's handler does (torchrun then stops rank 1). The rerun resumes run 0
+    from its checkpoint and the cell keeps the subset the one-device cell keeps."""
+    plugin = tmp_path / "signalled_model.py"
+    plugin.write_text(SIGNALLED_MODEL)
+    cell = [f"plugins=[{plugin}]", *CELL, "model.name=signalled_on_rank_zero"]
+    one = run_py(tmp_path, *cell, "results.dir=one", "cache.dir=cache-one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = [*cell, "results.dir=two", "cache.dir=cache-two"]
+    preempted = torchrun(tmp_path, str(ROOT / "run.py"), *two)
+    assert preempted.returncode != 0 and (tmp_path / "signalled").exists()
+    (checkpoint,) = (tmp_path / "cache-two" / "scores").glob("dynamics-*.preempt-0-1.pt")
+    assert torch.load(checkpoint, weights_only=False)["step"] == 4  # saved after step 3
+    assert not [r for r in records(tmp_path / "two") if r["status"] == "finished"]
+    rerun = torchrun(tmp_path, str(ROOT / "run.py"), *two)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "training resumes from step 4" in rerun.stdout + rerun.stderr
+    assert not checkpoint.exists()
+    (alone,) = records(tmp_path / "one")
+    (spread,) = [r for r in records(tmp_path / "two") if r["status"] == "finished"]
+    assert spread["selection"]["kept_indices_sha256"] == alone["selection"]["kept_indices_sha256"]
+    assert spread["selection"]["score_spread"]["runs_by_rank"] == [[0, 2], [1]]
