@@ -16,6 +16,8 @@ from methods.core.base import ScoreContext
 from methods.core.dynamics import (
     OwnWork,
     derived_sufficient,
+    own_artifacts,
+    prepare_networks,
     proxy_material,
     proxy_network,
     restate_cost,
@@ -149,11 +151,34 @@ class DeepFool(ProxyMethod):
             raise ConfigError(f"method.overshoot={self.overshoot} must be >= 0")
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        return np.stack(ctx.map_runs(lambda k: -self._norms(ctx, k), self.runs))
+        epoch = self._epoch(ctx)
+        prepare_networks(
+            ctx,
+            self.proxy_spec,
+            self.runs,
+            epoch,
+            lambda k: (
+                ctx.store.find("deepfool", self._material(ctx, k, epoch), derived_sufficient)
+                is not None
+            ),
+        )
+        return np.stack(own_artifacts(ctx, lambda k: -self._norms(ctx, k), self.runs))
+
+    def _epoch(self, ctx: ScoreContext) -> int:
+        return (
+            ctx.proxy_settings(self.proxy_spec.epochs).epochs if self.epoch is None else self.epoch
+        )
+
+    def _material(self, ctx: ScoreContext, run: int, epoch: int) -> dict[str, Any]:
+        return {
+            **proxy_material(ctx, self.proxy_spec, run),
+            "epoch": epoch,
+            "max_iter": self.max_iter,
+            "overshoot": self.overshoot,
+        }
 
     def _norms(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        proxy = self.proxy_spec
-        epoch = ctx.proxy_settings(proxy.epochs).epochs if self.epoch is None else self.epoch
+        proxy, epoch = self.proxy_spec, self._epoch(ctx)
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             model, cost = proxy_network(ctx, proxy, run, epoch)
@@ -163,12 +188,7 @@ class DeepFool(ProxyMethod):
             meta = {**cost, **work.meta()}
             return {"deepfool": norms}, meta
 
-        material = {
-            **proxy_material(ctx, proxy, run),
-            "epoch": epoch,
-            "max_iter": self.max_iter,
-            "overshoot": self.overshoot,
-        }
+        material = self._material(ctx, run, epoch)
         arrays, meta = ctx.store.load_or_compute("deepfool", material, compute, derived_sufficient)
         restate_cost(ctx, meta)
         return arrays["deepfool"]

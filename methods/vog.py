@@ -12,6 +12,8 @@ from methods.core.base import ScoreContext
 from methods.core.dynamics import (
     OwnWork,
     derived_sufficient,
+    own_artifacts,
+    prepare_networks,
     proxy_key,
     proxy_material,
     read_network,
@@ -106,11 +108,28 @@ class VoG(ProxyMethod):
     batch_size: int = 256
 
     def score_runs(self, ctx: ScoreContext) -> np.ndarray:
-        return np.stack(ctx.map_runs(lambda k: self._run(ctx, k), self.runs))
+        end = self._end(ctx)
+        prepare_networks(
+            ctx,
+            self.proxy_spec,
+            self.runs,
+            end,
+            lambda k: (
+                ctx.store.find("vog", self._material(ctx, k, end), derived_sufficient) is not None
+            ),
+            weights_at=tuple(range(1, end + 1)),
+        )
+        return np.stack(own_artifacts(ctx, lambda k: self._run(ctx, k), self.runs))
+
+    def _end(self, ctx: ScoreContext) -> int:
+        epochs = ctx.proxy_settings(self.proxy_spec.epochs).epochs
+        return epochs if self.horizon is None else self.horizon
+
+    def _material(self, ctx: ScoreContext, run: int, end: int) -> dict[str, Any]:
+        return {**proxy_material(ctx, self.proxy_spec, run), "horizon": end, "output": "vog"}
 
     def _run(self, ctx: ScoreContext, run: int) -> np.ndarray:
-        proxy = self.proxy_spec
-        end = ctx.proxy_settings(proxy.epochs).epochs if self.horizon is None else self.horizon
+        proxy, end = self.proxy_spec, self._end(ctx)
 
         def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             epochs = tuple(range(1, end + 1))
@@ -145,7 +164,7 @@ class VoG(ProxyMethod):
             }
             return {"vog": moments.vog().cpu().numpy()}, meta
 
-        material = {**proxy_material(ctx, proxy, run), "horizon": end, "output": "vog"}
+        material = self._material(ctx, run, end)
         arrays, meta = ctx.store.load_or_compute("vog", material, compute, derived_sufficient)
         restate_cost(ctx, meta)
         return class_normalised(arrays["vog"], ctx.labels)

@@ -53,6 +53,9 @@ DATA_CASES: dict[str, dict[str, Any]] = {
     "forgetting_data": {"name": "forgetting", "runs": 2},
     "grand_data": {"name": "grand", "runs": 2, "epoch": 1},
     "el2n_cnn_sync_bn": {"name": "el2n", "runs": 2, "epoch": 1, "model": "cnn", "sync_bn": True},
+    # passes of their own over the networks trained so, each computed by one rank
+    "deepfool_data": {"name": "deepfool", "runs": 2, "epoch": 1, "max_iter": 5},
+    "vog_data": {"name": "vog", "runs": 2},
 }
 
 

@@ -28,8 +28,9 @@ WORKER = str(ROOT / "tests" / "dist_scores_worker.py")
 # stored norm, feature and logit (one thread per rank, CPU)
 SCORE_ATOL = 1e-6
 # proxy runs trained data-parallel (DDP sums the two slices' gradients in another order)
-# measured: scores within 4.8e-7 (GraNd), recorded summaries 4.8e-7, weights 6.0e-8
-DATA_ATOL = 5e-6
+# measured: scores within 4.8e-7 (GraNd) and 1.9e-6 (DeepFool, on norms up to 134: 1.5e-6
+# relative), recorded summaries 4.8e-7, weights 6.0e-8
+DATA_ATOL, DATA_RTOL = 5e-6, 1e-5
 ONE_DEVICE_SPREAD = {
     "world_size": 1,
     "runs_by_rank": [[]],
@@ -109,7 +110,7 @@ def test_proxy_runs_trained_over_two_ranks_give_the_scores_on_one(scored, case):
     assert np.array_equal(first["runs"], second["runs"])
     for mine in (first, second):
         assert mine["runs"].shape == one["runs"].shape == (options["runs"], 57)
-        assert np.allclose(mine["runs"], one["runs"], atol=DATA_ATOL, rtol=0)
+        assert np.allclose(mine["runs"], one["runs"], atol=DATA_ATOL, rtol=DATA_RTOL)
         assert np.array_equal(mine["again"], mine["runs"]) and mine["trained_again"] == 0
         assert mine["spread"] == {
             "world_size": 2,

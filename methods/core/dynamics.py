@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ SHIFT_SUMMARIES = ("prob_shift", "train_el2n_cum")
 RECORDED_SUMMARIES = EVAL_SUMMARIES + SHIFT_SUMMARIES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -821,10 +822,12 @@ def prepare_networks(
     runs: int,
     epoch: int,
     stored: Callable[[int], bool],
+    weights_at: tuple[int, ...] | None = None,
 ) -> None:
-    """Train the proxy runs whose networks at `epoch` a sharded pass will read, over the
-    ranks (`ctx.map_runs`: spread, or each data-parallel), before the passes: a run whose
-    artifact is `stored(run)` needs none. One device trains each when its pass asks for it."""
+    """Train the proxy runs whose networks at `epoch` (or at each epoch of `weights_at`, a
+    recording to `epoch`) a pass will read, over the ranks (`ctx.map_runs`: spread, or each
+    data-parallel), before the passes: a run whose artifact is `stored(run)` needs none. One
+    device trains each when its pass asks for it."""
     if not ctx.dist.active:
         return
     wanted = None
@@ -835,9 +838,26 @@ def prepare_networks(
 
     def prepare(run: int) -> None:
         if epoch > 0 and (run in wanted if wanted is not None else not stored(run)):
-            proxy_network(ctx, proxy, run, epoch)
+            if weights_at is None:
+                proxy_network(ctx, proxy, run, epoch)
+            else:
+                recorded_run(ctx, proxy, run, epoch, weights_at)
 
     ctx.map_runs(prepare, runs)
+
+
+def own_artifacts(ctx: ScoreContext, fn: Callable[[int], T], runs: int) -> list[T]:
+    """`ctx.map_runs(fn, runs)` for a method whose fn(k) computes an artifact of its own under
+    its lock (DeepFool's and VoG's passes) from networks that `prepare_networks` trained.
+
+    With the proxy runs trained over all ranks, every rank asks for each artifact `alone`:
+    the first to hold the lock computes it, the others read it; a rank in a collective
+    under that lock would wait for one blocked on it.
+    """
+    if not ctx.data_parallel:
+        return ctx.map_runs(fn, runs)
+    with ctx.alone():
+        return ctx.map_runs(fn, runs)
 
 
 def derived_sufficient(meta: Mapping[str, Any]) -> bool:
