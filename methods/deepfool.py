@@ -165,9 +165,7 @@ class DeepFool(ProxyMethod):
         return np.stack(own_artifacts(ctx, lambda k: -self._norms(ctx, k), self.runs))
 
     def _epoch(self, ctx: ScoreContext) -> int:
-        return (
-            ctx.proxy_settings(self.proxy_spec.epochs).epochs if self.epoch is None else self.epoch
-        )
+        return self.schedule_epochs(ctx) if self.epoch is None else self.epoch
 
     def _material(self, ctx: ScoreContext, run: int, epoch: int) -> dict[str, Any]:
         return {

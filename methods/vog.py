@@ -122,8 +122,7 @@ class VoG(ProxyMethod):
         return np.stack(own_artifacts(ctx, lambda k: self._run(ctx, k), self.runs))
 
     def _end(self, ctx: ScoreContext) -> int:
-        epochs = ctx.proxy_settings(self.proxy_spec.epochs).epochs
-        return epochs if self.horizon is None else self.horizon
+        return self.schedule_epochs(ctx) if self.horizon is None else self.horizon
 
     def _material(self, ctx: ScoreContext, run: int, end: int) -> dict[str, Any]:
         return {**proxy_material(ctx, self.proxy_spec, run), "horizon": end, "output": "vog"}
