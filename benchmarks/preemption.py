@@ -58,12 +58,15 @@ class PreemptionGuard:
             self.arrived_at_step = step
 
     def hand_over(self) -> None:
-        """Restore the deferred handler and run it (submitit's requeues and exits)."""
+        """Restore the deferred handler and run it (submitit's requeues and exits). A handler
+        that returns (submitit's on a task other than rank 0) has dealt with the signal:
+        the guard no longer reports it, so training goes on without saving at every step."""
         handler, self._handler = self._handler, None
         if handler is None:
             return
         signal.signal(self.signum, handler)
         handler(self.signum, self._frame)
+        self.arrived_at_step = None
 
     def __exit__(
         self,

@@ -511,9 +511,6 @@ def train(
                 guard.hand_over()
                 if dist.active:  # submitit's handler requeues from rank 0 and returns on others
                     raise SystemExit(-1)
-                # the handler returned (submitit's, on a task other than rank 0, while this
-                # process trains a proxy run alone): training goes on, saved once, not per step
-                guard.arrived_at_step = None
     dist.sync_buffers(model)
     _close(bar)
     return state.logs
